@@ -1,0 +1,1 @@
+"""Deployment: local service processes (Mosquitto, influxd), the local stack and configs."""
