@@ -70,7 +70,7 @@ class ServiceProcess:
             return
         cmd = self.command()
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(  # noqa: S603 - fixed binaries, our arguments
+        self.proc = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
         deadline = time.monotonic() + timeout

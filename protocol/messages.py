@@ -11,7 +11,9 @@ from protocol.topics import ID_PATTERN
 IdStr = Annotated[str, StringConstraints(pattern=rf"^{ID_PATTERN}$")]
 WindowStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")]
 # Free text from a queue system or badge: printable, no control characters, bounded.
-TextStr = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")]
+TextStr = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
 ReasonStr = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
 EpochMs = Annotated[int, Field(ge=0, lt=10**14)]
 Seq = Annotated[int, Field(ge=1, lt=2**53)]

@@ -1,1 +1,1 @@
-"""WindowRate windowrate."""
+"""WindowRate: the `windowrate` command."""

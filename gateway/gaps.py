@@ -1,0 +1,168 @@
+"""Per-device seq gap detection from what InfluxDB holds, so it is right with many gateways."""
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from gateway.metrics import GatewayMetrics
+from gateway.settings import GapSettings, InfluxSettings
+
+log = logging.getLogger(__name__)
+
+_SAFE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+@dataclass(slots=True)
+class DeviceSeqs:
+    """What InfluxDB holds for one device's seq sequence."""
+
+    hall: str
+    device: str
+    count: int
+    max_seq: int
+    missing: list[int] = field(default_factory=list)
+    duplicated: list[int] = field(default_factory=list)
+
+
+class InfluxQuery:
+    """A minimal InfluxQL client for the v1 `/query` endpoint."""
+
+    def __init__(self, settings: InfluxSettings) -> None:
+        """Prepare the HTTP client."""
+        self.settings = settings
+        auth: tuple[str, str] | None = None
+        if settings.username:
+            pw = settings.password.get_secret_value() if settings.password else ""
+            auth = (settings.username, pw)
+        self._http = httpx.Client(
+            base_url=settings.url,
+            timeout=settings.timeout_s * 3,
+            auth=auth,
+        )
+
+    def series(self, q: str) -> list[dict[str, Any]]:
+        """Run one query and return its series (empty if the database does not exist yet)."""
+        resp = self._http.get("/query", params={"db": self.settings.database, "q": q})
+        resp.raise_for_status()
+        result = resp.json()["results"][0]
+        if "error" in result:
+            if "database not found" in result["error"]:
+                return []
+            raise RuntimeError(result["error"])
+        return list(result.get("series", []))
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        self._http.close()
+
+
+def scan(query: InfluxQuery) -> list[DeviceSeqs]:
+    """Return every device whose stored seqs are not exactly 1 … max, with the details."""
+    bad: list[DeviceSeqs] = []
+    rows = query.series('SELECT count("seq"), max("seq") FROM "rating" GROUP BY "hall", "device"')
+    for s in rows:
+        tags = s.get("tags", {})
+        hall, device = tags.get("hall", ""), tags.get("device", "")
+        _t, count, max_seq = s["values"][0]
+        if count == max_seq or not (_SAFE_ID.match(hall) and _SAFE_ID.match(device)):
+            continue
+        seqs: list[int] = []
+        for part in query.series(
+            f'SELECT "seq" FROM "rating" WHERE "hall" = \'{hall}\' AND "device" = \'{device}\''
+        ):
+            seqs.extend(int(v[1]) for v in part["values"])
+        seen: set[int] = set()
+        dup: set[int] = set()
+        for q in seqs:
+            (dup if q in seen else seen).add(q)
+        missing = [q for q in range(1, int(max_seq) + 1) if q not in seen]
+        bad.append(DeviceSeqs(hall, device, int(count), int(max_seq), missing, sorted(dup)))
+    return bad
+
+
+class GapChecker:
+    """Periodically scans InfluxDB; a seq counts as lost after missing for the grace period."""
+
+    def __init__(self, influx: InfluxSettings, settings: GapSettings, metrics: GatewayMetrics):
+        """Prepare the checker; start() runs it in a thread."""
+        self.settings = settings
+        self.metrics = metrics
+        self._query = InfluxQuery(influx)
+        self._first_seen: dict[tuple[str, str, int], float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.confirmed: dict[tuple[str, str], list[int]] = {}
+        self.duplicated: dict[tuple[str, str], list[int]] = {}
+
+    def start(self) -> None:
+        """Run checks in a background thread."""
+        self._thread = threading.Thread(target=self._run, name="gap-checker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._query.close()
+
+    def _run(self) -> None:
+        """Loop until stopped."""
+        while not self._stop.wait(self.settings.interval_s):
+            try:
+                self.check_once()
+            except (httpx.HTTPError, RuntimeError, KeyError) as exc:
+                log.warning("gap check skipped: %s", exc)
+
+    def check_once(self, now: float | None = None) -> None:
+        """Scan once and update the confirmed gaps and metrics."""
+        now = time.monotonic() if now is None else now
+        found = scan(self._query)
+        current: dict[tuple[str, str, int], float] = {}
+        confirmed: dict[tuple[str, str], list[int]] = {}
+        duplicated: dict[tuple[str, str], list[int]] = {}
+        for d in found:
+            for q in d.missing:
+                key = (d.hall, d.device, q)
+                first = self._first_seen.get(key, now)
+                current[key] = first
+                if now - first >= self.settings.grace_s:
+                    confirmed.setdefault((d.hall, d.device), []).append(q)
+            if d.duplicated:
+                duplicated[(d.hall, d.device)] = d.duplicated
+        self._first_seen = current
+        for hall, device in set(self.confirmed) - set(confirmed):
+            self.metrics.seq_missing.labels(hall=hall, device=device).set(0)
+        for (hall, device), seqs in confirmed.items():
+            if self.confirmed.get((hall, device)) != seqs:
+                log.error("seq gap at %s/%s: missing %s", hall, device, _ranges(seqs))
+            self.metrics.seq_missing.labels(hall=hall, device=device).set(len(seqs))
+        for (hall, device), seqs in duplicated.items():
+            log.error("seq stored twice at %s/%s: %s", hall, device, _ranges(seqs))
+        self.confirmed = confirmed
+        self.duplicated = duplicated
+        self.metrics.seq_missing_total.set(sum(len(v) for v in confirmed.values()))
+        self.metrics.seq_duplicated_total.set(sum(len(v) for v in duplicated.values()))
+        self.metrics.gap_checks.inc()
+
+
+def _ranges(seqs: list[int]) -> str:
+    """Format sorted seqs compactly: 3-5,9."""
+    out: list[str] = []
+    start = prev = None
+    for q in sorted(seqs):
+        if start is None:
+            start = prev = q
+        elif prev is not None and q == prev + 1:
+            prev = q
+        else:
+            out.append(f"{start}-{prev}" if start != prev else str(start))
+            start = prev = q
+    if start is not None:
+        out.append(f"{start}-{prev}" if start != prev else str(start))
+    return ",".join(out)

@@ -1,0 +1,51 @@
+"""User-facing strings of the server in Chinese (default) and English."""
+
+from typing import Literal
+
+Lang = Literal["zh", "en"]
+LANGS: tuple[Lang, ...] = ("zh", "en")
+DEFAULT_LANG: Lang = "zh"
+
+STRINGS: dict[str, dict[Lang, str]] = {
+    "title": {"zh": "窗口服务评价 · 今日看板", "en": "Window ratings · Today"},
+    "date": {"zh": "日期", "en": "Date"},
+    "updated": {"zh": "更新于", "en": "Updated at"},
+    "auto_refresh": {"zh": "每 5 秒自动刷新", "en": "Refreshes every 5 s"},
+    "all_halls": {"zh": "全部大厅", "en": "All halls"},
+    "hall": {"zh": "大厅", "en": "Hall"},
+    "window": {"zh": "窗口", "en": "Window"},
+    "ratings": {"zh": "今日评价数", "en": "Ratings today"},
+    "satisfaction_rate": {"zh": "满意率", "en": "Satisfaction"},
+    "score": {"zh": "得分", "en": "Score"},
+    "negatives": {"zh": "差评", "en": "Negative"},
+    "total": {"zh": "合计", "en": "Total"},
+    "empty": {"zh": "今天还没有评价", "en": "No ratings yet today"},
+    "influx_down_title": {"zh": "无法读取评价数据", "en": "Ratings cannot be read"},
+    "influx_down_help": {
+        "zh": (
+            "服务器无法访问 InfluxDB（{url}）。请确认 InfluxDB 服务已启动、"
+            "服务器设置 WR_SERVER_INFLUX__URL 指向它，并查看 /health。"
+            "本页每 5 秒自动重试。"
+        ),
+        "en": (
+            "The server cannot reach InfluxDB ({url}). Make sure the InfluxDB service is "
+            "running and the server setting WR_SERVER_INFLUX__URL points to it, then check "
+            "/health. This page retries every 5 s."
+        ),
+    },
+    "error_detail": {"zh": "错误信息", "en": "Error"},
+    "health": {"zh": "系统状态", "en": "System health"},
+}
+
+
+def normalize_lang(value: str | None) -> Lang:
+    """Return a supported language for a `?lang=` value (Chinese when unknown)."""
+    if value and value.lower().startswith("en"):
+        return "en"
+    return DEFAULT_LANG
+
+
+def t(key: str, lang: Lang, **fmt: object) -> str:
+    """Return the string `key` in `lang`, formatted with `fmt` if given."""
+    text = STRINGS[key][lang]
+    return text.format(**fmt) if fmt else text

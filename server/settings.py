@@ -1,0 +1,70 @@
+"""Server settings from the environment (prefix WR_SERVER_, nested with __)."""
+
+import functools
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocol.connection import MqttSettings
+from protocol.topics import is_valid_id
+
+
+class InfluxSettings(BaseModel):
+    """InfluxDB v1 HTTP API; the password comes from the environment, never from git."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(default="http://127.0.0.1:8086", title="InfluxDB base URL")
+    database: str = Field(default="windowrate", min_length=1, title="InfluxDB database")
+    username: str | None = Field(default=None, title="InfluxDB user name")
+    password: SecretStr | None = Field(default=None, title="InfluxDB password (from env)")
+    timeout_s: float = Field(default=5.0, gt=0, le=120, title="HTTP timeout in seconds")
+
+
+class ServerSettings(BaseSettings):
+    """Settings of the WindowRate server (FastAPI board, API and health)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WR_SERVER_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    host: str = Field(default="127.0.0.1", title="Listen address")
+    port: int = Field(default=8000, ge=1, le=65535, title="Listen port")
+    influx: InfluxSettings = Field(default_factory=InfluxSettings, title="InfluxDB")
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, title="MQTT broker")
+    gateway_metrics_urls: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:9108/metrics"],
+        title="Prometheus metrics URLs of the gateways (health check)",
+    )
+    timezone: str = Field(default="Asia/Shanghai", title="The hall's time zone (IANA name)")
+    hall: str | None = Field(default=None, title="Show only this hall (all halls when unset)")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        """Reject a time zone name that zoneinfo does not know."""
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("hall")
+    @classmethod
+    def _valid_hall(cls, value: str | None) -> str | None:
+        """Reject a hall id that does not follow the topic grammar."""
+        if value is not None and not is_valid_id(value):
+            raise ValueError(f"bad hall id {value!r}")
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The hall's time zone."""
+        return ZoneInfo(self.timezone)
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> ServerSettings:
+    """Return the settings read from the environment (read once, then cached)."""
+    return ServerSettings()

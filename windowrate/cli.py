@@ -1,0 +1,237 @@
+"""The `windowrate` command and its subcommands."""
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from protocol.connection import MqttSettings
+
+
+def _stop_on_signals() -> threading.Event:
+    """Return an event set by SIGINT or SIGTERM."""
+    stop = threading.Event()
+
+    def handler(_sig: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+@click.group()
+@click.option(
+    "--log-level", default=lambda: os.environ.get("WR_LOG_LEVEL", "INFO"), show_default="INFO"
+)
+def main(log_level: str) -> None:
+    """WindowRate: real-time satisfaction ratings for service windows."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@main.group()
+def gateway() -> None:
+    """The MQTT → InfluxDB gateway (settings from WR_GATEWAY_* variables)."""
+
+
+@gateway.command("run")
+def gateway_run() -> None:
+    """Run the gateway until SIGINT or SIGTERM."""
+    from gateway.service import Gateway
+    from gateway.settings import get_settings
+
+    stop = _stop_on_signals()
+    gw = Gateway(get_settings())
+    gw.start()
+    stop.wait()
+    gw.stop()
+
+
+@gateway.command("dead-letters")
+@click.option("--reason", default=None, help="Only this reason.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def gateway_dead_letters(reason: str | None, as_json: bool) -> None:
+    """List the messages the gateway could not store (kept for recovery)."""
+    from gateway.deadletters import DeadLetterStore
+    from gateway.settings import get_settings
+
+    path = get_settings().data_dir / "dead_letters.sqlite"
+    if not path.exists():
+        click.echo(f"no dead letters ({path} does not exist)")
+        return
+    store = DeadLetterStore(path)
+    for d in store.iter(reason):
+        if as_json:
+            text = d.payload.decode("utf-8", errors="replace")
+            click.echo(
+                json.dumps(
+                    {
+                        "n": d.n,
+                        "received_ms": d.received_ms,
+                        "topic": d.topic,
+                        "reason": d.reason,
+                        "detail": d.detail,
+                        "payload": text,
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        else:
+            click.echo(f"{d.n}\t{d.received_ms}\t{d.reason}\t{d.topic}\t{d.detail}")
+    store.close()
+
+
+@gateway.command("gaps")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def gateway_gaps(as_json: bool) -> None:
+    """Scan InfluxDB now for devices whose seq sequence has holes or repeats."""
+    from gateway.gaps import InfluxQuery, scan
+    from gateway.settings import get_settings
+
+    query = InfluxQuery(get_settings().influx)
+    found = scan(query)
+    query.close()
+    rows = [
+        {
+            "hall": d.hall,
+            "device": d.device,
+            "count": d.count,
+            "max_seq": d.max_seq,
+            "missing": d.missing,
+            "duplicated": d.duplicated,
+        }
+        for d in found
+    ]
+    if as_json:
+        click.echo(json.dumps(rows))
+    elif not rows:
+        click.echo("no gaps: every device holds seq 1 … max exactly once")
+    else:
+        for r in rows:
+            click.echo(
+                f"{r['hall']}/{r['device']}: missing {r['missing']} duplicated {r['duplicated']}"
+            )
+    sys.exit(1 if rows else 0)
+
+
+@main.command()
+@click.option("--hall", default="demo", show_default=True)
+@click.option("--kiosks", default=5, show_default=True, help="Number of virtual kiosks.")
+@click.option("--first", "first_index", default=1, show_default=True, help="Index of the first.")
+@click.option("--prefix", "device_prefix", default="k-", show_default=True)
+@click.option(
+    "--ratings-per-kiosk",
+    default=0,
+    show_default=True,
+    help="Stop at this seq (0: run until stopped).",
+)
+@click.option("--rate", default=0.2, show_default=True, help="Mean ratings per second per kiosk.")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=Path("var/sim"), show_default=True
+)
+@click.option("--mqtt-host", default="127.0.0.1", show_default=True)
+@click.option("--mqtt-port", default=1883, show_default=True)
+@click.option("--seed", type=int, default=None)
+def simulate(
+    hall: str,
+    kiosks: int,
+    first_index: int,
+    device_prefix: str,
+    ratings_per_kiosk: int,
+    rate: float,
+    data_dir: Path,
+    mqtt_host: str,
+    mqtt_port: int,
+    seed: int | None,
+) -> None:
+    """Run virtual kiosks, each with its own outbox and MQTT connection."""
+    from kiosk.simulator import SimulationSpec, run_simulation
+
+    stop = _stop_on_signals()
+    spec = SimulationSpec(
+        hall=hall,
+        kiosks=kiosks,
+        first_index=first_index,
+        device_prefix=device_prefix,
+        ratings_per_kiosk=ratings_per_kiosk,
+        rate_per_kiosk=rate,
+        data_dir=data_dir,
+        seed=seed,
+        mqtt=MqttSettings(host=mqtt_host, port=mqtt_port),
+    )
+    ok = run_simulation(spec, stop)
+    sys.exit(0 if ok else 3)
+
+
+@main.command()
+def server() -> None:
+    """Run the web server (settings from WR_SERVER_* variables)."""
+    from server.app import run
+    from server.settings import get_settings
+
+    run(get_settings())
+
+
+@main.command()
+@click.option("--kiosks", default=5, show_default=True, help="Simulated kiosks to start.")
+@click.option(
+    "--run-dir", type=click.Path(path_type=Path), default=Path("var/run"), show_default=True
+)
+@click.option("--mqtt-port", default=1883, show_default=True)
+@click.option("--influx-port", default=8086, show_default=True)
+@click.option("--server-port", default=8000, show_default=True)
+@click.option("--metrics-port", default=9108, show_default=True)
+@click.option("--rate", default=0.2, show_default=True, help="Ratings per second per kiosk.")
+def up(
+    kiosks: int,
+    run_dir: Path,
+    mqtt_port: int,
+    influx_port: int,
+    server_port: int,
+    metrics_port: int,
+    rate: float,
+) -> None:
+    """Start broker, InfluxDB, gateway, server and simulated kiosks; stop all on Ctrl-C."""
+    from deploy.stack import Ports, Stack
+
+    stop = _stop_on_signals()
+    stack = Stack(run_dir.resolve(), Ports(mqtt_port, influx_port, server_port, metrics_port))
+    try:
+        stack.start(kiosks=kiosks, rate=rate)
+    except RuntimeError as exc:
+        stack.stop()
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"WindowRate is up. Board: {stack.board_url}  (Ctrl-C stops everything)", err=False)
+    sys.stdout.flush()
+    stack.watch(stop)
+    stack.stop()
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks that print JSON."""
+
+
+@bench.command("gateway")
+@click.option("--ratings", default=100_000, show_default=True)
+@click.option("--connections", default=10, show_default=True)
+@click.option(
+    "--gateways", default=1, show_default=True, help="Gateway processes sharing the subscription."
+)
+@click.option("--json", "as_json", is_flag=True, help="Only JSON lines on stdout.")
+def bench_gateway(ratings: int, connections: int, gateways: int, as_json: bool) -> None:
+    """Gateway throughput against Mosquitto's own C clients on the same broker."""
+    from bench.gateway import run_bench
+
+    result = run_bench(ratings=ratings, connections=connections, gateways=gateways)
+    click.echo(json.dumps(result))
