@@ -20,6 +20,8 @@ from protocol.topics import Topic, TopicKind
 log = logging.getLogger(__name__)
 
 _RETRY_AFTER_REFUSAL_S = 5.0
+_RETRY_NO_SUBSCRIBER_S = 2.0
+_NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
 
 
 class Publisher:
@@ -51,6 +53,7 @@ class Publisher:
         self.paused = False
         self._lock = threading.Lock()
         self._inflight: dict[int, tuple[str, int | str]] = {}
+        self._early: dict[int, ReasonCode] = {}
         self._refused_until: dict[int | str, float] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -101,8 +104,11 @@ class Publisher:
             self._thread.join(timeout)
         if self.connected:
             info = self._publish_status("offline")
-            if info is not None:
-                info.wait_for_publish(timeout)
+            if info is not None and self.connected:
+                try:
+                    info.wait_for_publish(timeout)
+                except (RuntimeError, ValueError) as exc:
+                    log.info("offline status not confirmed: %s", exc)
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -110,7 +116,7 @@ class Publisher:
         """Wait until the outbox is empty; return True if it is."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.outbox.backlog() == 0 and not self._inflight:
+            if self.outbox.backlog() == 0 and not self.outbox.pending_events(1, set()):
                 return True
             time.sleep(0.05)
         return self.outbox.backlog() == 0
@@ -147,14 +153,32 @@ class Publisher:
         self, _c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Properties | None
     ) -> None:
         """On PUBACK delete the row; on a refusal keep it and retry later."""
+        # paho calls this holding its own message lock, which publish() also takes: never
+        # block here on a lock held across publish(). A PUBACK that beats _send's
+        # bookkeeping is parked in _early and settled there.
         with self._lock:
             entry = self._inflight.pop(mid, None)
-        if entry is None:
-            return
+            if entry is None:
+                self._early[mid] = rc
+                return
+        self._settle(entry, rc)
+
+    def _settle(self, entry: tuple[str, int | str], rc: ReasonCode) -> None:
+        """Apply a PUBACK to its outbox row."""
         kind, key = entry
+        if kind == "status":
+            return
         if rc.is_failure:
             log.error("broker refused %s %s: %s; kept in the outbox", kind, key, rc)
             self._refused_until[key] = time.monotonic() + _RETRY_AFTER_REFUSAL_S
+            return
+        if rc.value == _NO_MATCHING_SUBSCRIBERS:
+            # The broker accepted the message and dropped it: nobody (no gateway) was
+            # subscribed. Mosquitto 2.0 does not restore shared subscriptions after a
+            # restart, so this happens until the gateway resubscribes. Keep it and retry.
+            log.warning("no subscriber took %s %s; kept, retrying", kind, key)
+            self._refused_until[key] = time.monotonic() + _RETRY_NO_SUBSCRIBER_S
+            self._wake.set()
             return
         if kind == "rating":
             assert isinstance(key, int)
@@ -193,8 +217,8 @@ class Publisher:
                 "version": self.version,
             }
         )
-        return self.client.publish(
-            self._topic[TopicKind.STATUS], status.model_dump_json(), qos=1, retain=True
+        return self._send(
+            "status", "status", self._topic[TopicKind.STATUS], status.model_dump_json(), True
         )
 
     def _drain_loop(self) -> None:
@@ -218,10 +242,11 @@ class Publisher:
         with self._lock:
             busy_r = {k for kind, k in self._inflight.values() if kind == "rating"}
             busy_e = {k for kind, k in self._inflight.values() if kind == "event"}
-            free = self.window - len(self._inflight)
+            free = self.window - len(busy_r) - len(busy_e)
         if free <= 0:
             return
         busy_r |= {k for k, t in self._refused_until.items() if isinstance(k, int) and t > now}
+        busy_e |= {k for k, t in self._refused_until.items() if isinstance(k, str) and t > now}
         for row in self.outbox.pending_ratings(free, {int(k) for k in busy_r}):
             ts, synced = row.ts, row.clock_synced
             if ts is None or synced is None:
@@ -244,9 +269,16 @@ class Publisher:
             for ev in self.outbox.pending_events(free, {str(k) for k in busy_e}):
                 self._send("event", ev.id, self._topic[TopicKind.EVENT], ev.payload)
 
-    def _send(self, kind: str, key: int | str, topic: str, payload: str) -> None:
-        """Publish one row at QoS 1 and remember its mid until the PUBACK."""
-        with self._lock:  # held so that a fast PUBACK cannot arrive before the mid is known
-            info = self.client.publish(topic, payload, qos=1)
-            self._inflight[info.mid] = (kind, key)
+    def _send(
+        self, kind: str, key: int | str, topic: str, payload: str, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
+        """Publish at QoS 1 and remember the mid until its PUBACK (every publish is tracked)."""
         self._refused_until.pop(key, None)
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        with self._lock:
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._inflight[info.mid] = (kind, key)
+        if early is not None:
+            self._settle((kind, key), early)
+        return info

@@ -3,7 +3,15 @@
 from typing import Annotated, Literal, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from protocol.scales import check_level
 from protocol.topics import ID_PATTERN
@@ -18,6 +26,9 @@ ReasonStr = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}
 EpochMs = Annotated[int, Field(ge=0, lt=10**14)]
 Seq = Annotated[int, Field(ge=1, lt=2**53)]
 InputKind = Literal["touch", "button", "serial"]
+# Literal[int] lets 1.0 and true through even in strict mode; these do not.
+Version = Annotated[int, Strict(), Field(ge=1, le=1)]
+ScaleInt = Annotated[int, Strict(), Field(ge=3, le=5)]
 
 
 class _Message(BaseModel):
@@ -29,7 +40,7 @@ class _Message(BaseModel):
 class RatingEvent(_Message):
     """One rating pressed by a person served (topic `.../rating`)."""
 
-    v: Literal[1] = 1
+    v: Version = 1
     id: UUID = Field(title="Rating id made on the device at press time")
     device: IdStr
     hall: IdStr
@@ -37,8 +48,8 @@ class RatingEvent(_Message):
     seq: Seq = Field(title="Per-device counter, 1, 2, 3 … with no gaps")
     ts: EpochMs = Field(title="Press time, ms since the Unix epoch (UTC)")
     clock_synced: bool
-    scale: Literal[3, 4, 5]
-    level: int
+    scale: ScaleInt
+    level: StrictInt
     input: InputKind
     prompted: bool
     staff: TextStr | None = None
@@ -67,7 +78,7 @@ EventType = Literal[
 class ServiceEvent(_Message):
     """A session or service event (topic `.../event`)."""
 
-    v: Literal[1] = 1
+    v: Version = 1
     id: UUID
     device: IdStr
     hall: IdStr
@@ -83,7 +94,7 @@ class ServiceEvent(_Message):
 class DeviceStatus(_Message):
     """Retained device state (topic `.../status`); also the Last Will with state offline."""
 
-    v: Literal[1] = 1
+    v: Version = 1
     device: IdStr
     hall: IdStr
     state: Literal["online", "paused", "offline"]
@@ -115,10 +126,10 @@ class StaffEntry(_Message):
 class DeviceConfig(_Message):
     """Configuration pushed by the centre (topic `.../config`, retained)."""
 
-    v: Literal[1] = 1
+    v: Version = 1
     window: WindowStr
     window_name: TextStr | None = None
-    scale: Literal[3, 4, 5] = 5
+    scale: ScaleInt = 5
     language: Literal["zh", "en"] = "zh"
     prompt_mode: Literal["always", "per_service"] = "always"
     repeat_interval_s: Annotated[int, Field(ge=0, le=3600)] = 10
@@ -131,7 +142,7 @@ class DeviceConfig(_Message):
 class Command(_Message):
     """A command from the centre (topic `.../cmd`)."""
 
-    v: Literal[1] = 1
+    v: Version = 1
     id: UUID
     ts: EpochMs
     cmd: Literal["prompt", "pause", "resume", "identify"]

@@ -48,4 +48,5 @@ def is_negative(scale: int, level: int) -> bool:
 def is_satisfied(scale: int, level: int) -> bool:
     """Return True when the rating is 基本满意 (fairly satisfied) or better."""
     check_level(scale, level)
-    return level >= scale - 2
+    # 基本满意 is level 3 of five, level 2 of four and level 2 of three.
+    return level >= (3 if scale == 5 else 2)

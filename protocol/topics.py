@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 ID_PATTERN = r"[a-z0-9][a-z0-9_-]{0,63}"
-_ID_RE = re.compile(rf"^{ID_PATTERN}$")
-_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_/-]{0,63}$")
+_ID_RE = re.compile(ID_PATTERN)
+_PREFIX_RE = re.compile(r"[a-z0-9][a-z0-9_/-]{0,63}")
 VERSION = "v1"
 DEFAULT_PREFIX = "wr"
 
@@ -27,7 +27,7 @@ class TopicKind(StrEnum):
 
 def is_valid_id(value: str) -> bool:
     """Return True if `value` is a valid hall or device id."""
-    return bool(_ID_RE.match(value))
+    return bool(_ID_RE.fullmatch(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ class Topic:
 
     def __post_init__(self) -> None:
         """Validate every segment."""
-        if not _PREFIX_RE.match(self.prefix) or self.prefix.endswith("/"):
+        if not _PREFIX_RE.fullmatch(self.prefix) or self.prefix.endswith("/"):
             raise TopicError(f"bad topic prefix {self.prefix!r}")
         if not is_valid_id(self.hall):
             raise TopicError(f"bad hall id {self.hall!r}")

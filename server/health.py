@@ -78,17 +78,19 @@ def check_mqtt(settings: MqttSettings, timeout: float = CHECK_TIMEOUT_S) -> Comp
     try:
         client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
         while "rc" not in outcome and time.monotonic() < deadline:
+            if client.socket() is None:  # the broker closed the connection
+                break
             client.loop(timeout=0.05)
     except (OSError, ValueError) as exc:
         return _down(f"broker {where} unreachable: {exc}")
     finally:
-        # DISCONNECT is sent (and the socket closed) by the next loop; harmless if never connected.
         if client.socket() is not None:
             with contextlib.suppress(Exception):
-                client.disconnect()
-                client.loop(timeout=0.05)
+                client.disconnect()  # without a loop thread, sent at once and the socket closed
+                if client.socket() is not None:
+                    client.loop(timeout=0.05)
     if "rc" not in outcome:
-        return _down(f"broker {where}: no CONNACK within {timeout:g} s")
+        return _down(f"broker {where}: no CONNACK (closed, or nothing within {timeout:g} s)")
     rc = outcome["rc"]
     if rc.is_failure:
         return _down(f"broker {where} refused the connection: {rc}")
