@@ -1,1 +1,1 @@
-"""WindowRate bench."""
+"""Benchmarks: each prints JSON, its result on the last line."""

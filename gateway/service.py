@@ -66,7 +66,11 @@ class Gateway:
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
         self._http: Any = None
-        self.client = make_client(settings.mqtt, settings.client_id, manual_ack=True)
+        self.client = make_client(
+            settings.mqtt, settings.client_id, manual_ack=True, paho_logging=False
+        )
+        self._in_batch = 0
+        self.metrics.unacked.set_function(lambda: self._queue.qsize() + self._in_batch)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -191,6 +195,7 @@ class Gateway:
             batch = self._collect()
             if not batch:
                 continue
+            self._in_batch = len(batch)
             try:
                 self._handle(batch)
             except _Stopping:
@@ -331,7 +336,7 @@ class Gateway:
             for m in batch:
                 if m.qos > 0 and m.gen == self._gen:
                     self.client.ack(m.mid, m.qos)
-        self.metrics.unacked.dec(len(batch))
+        self._in_batch = 0
 
 
 class _Stopping(Exception):

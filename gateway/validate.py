@@ -2,6 +2,7 @@
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pydantic import ValidationError
 
@@ -52,6 +53,15 @@ def _short(exc: ValidationError) -> str:
     return "; ".join(parts)[:500]
 
 
+@lru_cache(maxsize=65_536)
+def _parse_topic(topic: str, prefix: str) -> Topic | str:
+    """Parse a topic once per device (topics repeat); return the error text if invalid."""
+    try:
+        return Topic.parse(topic, prefix)
+    except TopicError as exc:
+        return str(exc)
+
+
 def decode(
     topic: str,
     payload: bytes,
@@ -64,10 +74,9 @@ def decode(
     """Validate `payload` against the model of its topic and build its point."""
     if len(payload) > max_bytes:
         return Rejected("too_large", f"payload of {len(payload)} bytes > {max_bytes}")
-    try:
-        t = Topic.parse(topic, prefix)
-    except TopicError as exc:
-        return Rejected("bad_topic", str(exc))
+    t = _parse_topic(topic, prefix)
+    if isinstance(t, str):
+        return Rejected("bad_topic", t)
     now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
     msg: RatingEvent | ServiceEvent | DeviceStatus
     try:

@@ -31,6 +31,7 @@ def make_client(
     client_id: str,
     *,
     manual_ack: bool = False,
+    paho_logging: bool = True,
 ) -> mqtt.Client:
     """Return a paho MQTT 5 client configured from `settings` (not yet connected)."""
     client = mqtt.Client(
@@ -45,5 +46,6 @@ def make_client(
     if settings.tls_ca:
         client.tls_set(ca_certs=settings.tls_ca, tls_version=ssl.PROTOCOL_TLS_CLIENT)
     client.reconnect_delay_set(min_delay=1, max_delay=10)
-    client.enable_logger(logging.getLogger(f"paho.{client_id}"))
+    if paho_logging:  # off in the gateway's hot path: two log calls per message
+        client.enable_logger(logging.getLogger(f"paho.{client_id}"))
     return client
