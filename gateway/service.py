@@ -6,6 +6,7 @@ for a message that cannot be stored, after its dead letter was committed to disk
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -200,6 +201,35 @@ class Gateway:
                 self._handle(batch)
             except _Stopping:
                 return
+            except Exception:  # a bug must not stall the stream nor lose the batch
+                log.exception("batch of %d failed unexpectedly; handling one by one", len(batch))
+                try:
+                    self._handle_singly(batch)
+                except _Stopping:
+                    return
+
+    def _handle_singly(self, batch: list[Inbound]) -> None:
+        """Handle messages one at a time; one that still fails becomes a dead letter."""
+        for m in batch:
+            try:
+                self._handle([m])
+            except _Stopping:
+                raise
+            except Exception as exc:
+                log.exception("message on %s failed; kept as a dead letter", m.topic)
+                self._store_letters(
+                    [
+                        (
+                            m.received_ns // 1_000_000,
+                            m.topic,
+                            "internal_error",
+                            repr(exc)[:500],
+                            m.payload,
+                        )
+                    ]
+                )
+                self.metrics.rejected.labels(reason="internal_error").inc()
+                self._ack([m])
 
     def _handle(self, batch: list[Inbound]) -> None:
         """Validate, store and then acknowledge one batch, in arrival order."""
@@ -285,7 +315,7 @@ class Gateway:
                 log.warning(
                     "%s failed, retrying in %.1f s (nothing acknowledged): %s", what, delay, exc
                 )
-            except OSError as exc:  # dead-letter disk trouble: do not ack, keep trying
+            except (OSError, sqlite3.Error) as exc:  # dead-letter disk trouble: keep trying
                 log.error("%s failed, retrying in %.1f s: %s", what, delay, exc)
             if self._stop.wait(delay):
                 raise _Stopping
