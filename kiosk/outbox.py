@@ -26,8 +26,10 @@ CREATE TABLE IF NOT EXISTS rating (
     press_synced INTEGER NOT NULL,
     ts INTEGER,
     clock_synced INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    acked_ms INTEGER
 );
+CREATE INDEX IF NOT EXISTS rating_acked ON rating (acked_ms);
 CREATE TABLE IF NOT EXISTS event (
     n INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -129,7 +131,7 @@ class Outbox:
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, id, draft, press_wall_ms, press_mono_ns, press_boot, press_synced,"
-                " ts, clock_synced FROM rating ORDER BY seq LIMIT ?",
+                " ts, clock_synced FROM rating WHERE acked_ms IS NULL ORDER BY seq LIMIT ?",
                 (limit + len(skip),),
             ).fetchall()
         for seq, rid, draft, wall, mono, boot, synced, ts, csync in rows:
@@ -171,9 +173,28 @@ class Outbox:
             self._db.execute("UPDATE rating SET attempts = attempts + 1 WHERE seq = ?", (seq,))
 
     def delete_rating(self, seq: int) -> None:
-        """Delete a rating after the broker's PUBACK."""
+        """Delete a rating at once."""
         with self._lock:
             self._db.execute("DELETE FROM rating WHERE seq = ?", (seq,))
+
+    def mark_acked(self, seq: int, now_ms: int) -> None:
+        """Record the broker's PUBACK; the row is kept a while in case the broker crashes."""
+        with self._lock:
+            self._db.execute("UPDATE rating SET acked_ms = ? WHERE seq = ?", (now_ms, seq))
+
+    def requeue_acked_since(self, since_ms: int) -> int:
+        """Make ratings acknowledged since `since_ms` pending again; return how many."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE rating SET acked_ms = NULL WHERE acked_ms >= ?", (since_ms,)
+            )
+        return int(cur.rowcount)
+
+    def purge_acked_before(self, before_ms: int) -> int:
+        """Delete ratings acknowledged before `before_ms`; return how many."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM rating WHERE acked_ms < ?", (before_ms,))
+        return int(cur.rowcount)
 
     def delete_event(self, event_id: str) -> None:
         """Delete an event after the broker's PUBACK."""
@@ -189,13 +210,15 @@ class Outbox:
     def backlog(self) -> int:
         """Return how many ratings wait for their PUBACK."""
         with self._lock:
-            (n,) = self._db.execute("SELECT count(*) FROM rating").fetchone()
+            (n,) = self._db.execute("SELECT count(*) FROM rating WHERE acked_ms IS NULL").fetchone()
         return int(n)
 
     def oldest_pending_ms(self) -> int | None:
         """Return the press time of the oldest waiting rating, if any."""
         with self._lock:
-            row = self._db.execute("SELECT min(press_wall_ms) FROM rating").fetchone()
+            row = self._db.execute(
+                "SELECT min(press_wall_ms) FROM rating WHERE acked_ms IS NULL"
+            ).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
 

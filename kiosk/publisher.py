@@ -36,6 +36,7 @@ class Publisher:
         *,
         window: int = 64,
         status_interval_s: float = 30.0,
+        resend_window_s: float = 60.0,
         version: str = "0.1.0",
         on_config: Callable[[DeviceConfig], None] | None = None,
         on_command: Callable[[Command], None] | None = None,
@@ -47,6 +48,8 @@ class Publisher:
         self.clock = clock
         self.window = window
         self.status_interval_s = status_interval_s
+        self.resend_window_s = resend_window_s
+        self._last_purge = 0.0
         self.version = version
         self.on_config = on_config
         self.on_command = on_command
@@ -137,6 +140,12 @@ class Publisher:
             log.warning("broker refused connection: %s", rc)
             return
         log.info("connected to %s:%s", self.settings.host, self.settings.port)
+        # A broker that crashed loses what it acknowledged since its last save: send the
+        # ratings acknowledged in the last resend window again (redelivery is idempotent).
+        since = self.clock.wall_ms() - int(self.resend_window_s * 1000)
+        again = self.outbox.requeue_acked_since(since)
+        if again:
+            log.info("re-sending %d recently acknowledged ratings after reconnecting", again)
         self._connected.set()
         client.subscribe([(self._topic[TopicKind.CONFIG], 1), (self._topic[TopicKind.CMD], 1)])
         self._publish_status()
@@ -182,7 +191,7 @@ class Publisher:
             return
         if kind == "rating":
             assert isinstance(key, int)
-            self.outbox.delete_rating(key)
+            self.outbox.mark_acked(key, self.clock.wall_ms())
         elif kind == "event":
             assert isinstance(key, str)
             self.outbox.delete_event(key)
@@ -232,6 +241,10 @@ class Publisher:
                 self._drain_once()
                 if time.monotonic() - self._last_status > self.status_interval_s:
                     self._publish_status()
+                if time.monotonic() - self._last_purge > 5.0:
+                    self._last_purge = time.monotonic()
+                    cutoff = self.clock.wall_ms() - int(self.resend_window_s * 1000)
+                    self.outbox.purge_acked_before(cutoff)
             except Exception:  # keep draining whatever one row did
                 log.exception("outbox drain failed; retrying")
                 time.sleep(1.0)

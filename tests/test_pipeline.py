@@ -191,3 +191,25 @@ def test_clock_unsynced_before_2020_is_held_then_corrected(
     assert s["values"][0][2] is True
     k.close()
     gw.stop()
+
+
+def test_broker_crash_after_puback_loses_nothing(tmp_path: Path, influx: Influxd) -> None:
+    """Mosquitto saves its state periodically: a hard crash loses what it acknowledged since.
+    The kiosk keeps acknowledged ratings for a while and sends them again on reconnect."""
+    broker = Mosquitto(tmp_path / "mq", autosave_s=3600)  # nothing saved before the crash
+    broker.start()
+    try:
+        gw = GatewayProcess(tmp_path / "gw", broker.port, influx.url)
+        gw.start()
+        gw.stop()  # ratings now queue in the broker for the gateway's session
+        k = Kiosk(tmp_path / "k.sqlite", broker.port)
+        k.rate(20)
+        assert k.publisher.wait_drained(15)  # every rating PUBACKed by the broker
+        broker.kill()  # crash: the queue for the gateway is gone
+        broker.start()
+        gw.start()
+        wait_until(lambda: rating_count(influx.url) == 20, 60)
+        k.close()
+        gw.stop()
+    finally:
+        broker.stop()
