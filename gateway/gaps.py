@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 
 from gateway.metrics import GatewayMetrics
-from gateway.settings import GapSettings, InfluxSettings
+from gateway.settings import GapSettings
+from protocol.storage import InfluxSettings, open_http
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +36,7 @@ class InfluxQuery:
     def __init__(self, settings: InfluxSettings) -> None:
         """Prepare the HTTP client."""
         self.settings = settings
-        auth: tuple[str, str] | None = None
-        if settings.username:
-            pw = settings.password.get_secret_value() if settings.password else ""
-            auth = (settings.username, pw)
-        self._http = httpx.Client(
-            base_url=settings.url,
-            timeout=settings.timeout_s * 3,
-            auth=auth,
-        )
+        self._http = open_http(settings, timeout_s=settings.timeout_s * 3)
 
     def series(self, q: str) -> list[dict[str, Any]]:
         """Run one query and return its series (empty if the database does not exist yet)."""

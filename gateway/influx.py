@@ -4,7 +4,7 @@ import logging
 
 import httpx
 
-from gateway.settings import InfluxSettings
+from protocol.storage import InfluxSettings, open_http
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +23,7 @@ class InfluxOutput:
     def __init__(self, settings: InfluxSettings) -> None:
         """Prepare the output; connect() creates the database."""
         self.settings = settings
-        auth: tuple[str, str] | None = None
-        if settings.username:
-            pw = settings.password.get_secret_value() if settings.password else ""
-            auth = (settings.username, pw)
-        self._http = httpx.Client(base_url=settings.url, timeout=settings.timeout_s, auth=auth)
+        self._http = open_http(settings)
         self._db_ready = False
 
     def connect(self) -> None:

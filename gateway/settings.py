@@ -3,22 +3,11 @@
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocol.connection import MqttSettings
-
-
-class InfluxSettings(BaseModel):
-    """InfluxDB v1 HTTP API (served by 1.x natively, by 2.x/3.x through v1 compatibility)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(default="http://127.0.0.1:8086", title="Base URL of the v1 HTTP API")
-    database: str = Field(default="windowrate", title="Database")
-    username: str | None = Field(default=None, title="User name")
-    password: SecretStr | None = Field(default=None, title="Password (from env)")
-    timeout_s: float = Field(default=10.0, gt=0, title="HTTP timeout seconds")
+from protocol.storage import InfluxSettings
 
 
 class BatchSettings(BaseModel):

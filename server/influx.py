@@ -12,11 +12,11 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from protocol.scales import check_level, is_negative, is_satisfied, level_index, level_label
-from server.settings import InfluxSettings
+from protocol.storage import MEASUREMENT_RATING, InfluxSettings, open_http
 
 log = logging.getLogger(__name__)
 
-MEASUREMENT = "rating"
+MEASUREMENT = MEASUREMENT_RATING
 SCALES: tuple[int, ...] = (5, 4, 3)
 
 
@@ -70,16 +70,7 @@ class InfluxClient:
     ) -> None:
         """Open an HTTP connection pool to `settings.url`."""
         self.settings = settings
-        auth: tuple[str, str] | None = None
-        if settings.username:
-            pw = settings.password.get_secret_value() if settings.password else ""
-            auth = (settings.username, pw)
-        self._http = httpx.Client(
-            base_url=settings.url.rstrip("/"),
-            timeout=settings.timeout_s,
-            auth=auth,
-            transport=transport,
-        )
+        self._http = open_http(settings, transport=transport)
 
     @property
     def url(self) -> str:

@@ -3,23 +3,12 @@
 import functools
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocol.connection import MqttSettings
+from protocol.storage import InfluxSettings
 from protocol.topics import is_valid_id
-
-
-class InfluxSettings(BaseModel):
-    """InfluxDB v1 HTTP API; the password comes from the environment, never from git."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(default="http://127.0.0.1:8086", title="InfluxDB base URL")
-    database: str = Field(default="windowrate", min_length=1, title="InfluxDB database")
-    username: str | None = Field(default=None, title="InfluxDB user name")
-    password: SecretStr | None = Field(default=None, title="InfluxDB password (from env)")
-    timeout_s: float = Field(default=5.0, gt=0, le=120, title="HTTP timeout in seconds")
 
 
 class ServerSettings(BaseSettings):

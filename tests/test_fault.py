@@ -9,7 +9,7 @@ import pytest
 
 from deploy.services import Influxd, Mosquitto
 from gateway.gaps import InfluxQuery, scan
-from gateway.settings import InfluxSettings
+from protocol.storage import InfluxSettings
 from tests.support import (
     GatewayProcess,
     distinct_ids,

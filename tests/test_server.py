@@ -18,8 +18,9 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from deploy.services import Influxd, Mosquitto, free_port
 from protocol.connection import MqttSettings
+from protocol.storage import InfluxSettings
 from server.app import create_app
-from server.settings import InfluxSettings, ServerSettings, get_settings
+from server.settings import ServerSettings, get_settings
 
 TZ_NAME = "Asia/Shanghai"
 TZ = ZoneInfo(TZ_NAME)
