@@ -1,6 +1,8 @@
 """Hostile and malformed input: each bad message is kept and counted, valid ones stored once."""
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -116,6 +118,19 @@ def test_hostile_messages_are_kept_and_counted(
     for reason, _topic, payload in bad:
         assert (reason, payload) in payloads
     store.close()
+
+    # The operator's view of the same: one JSON line per kept message, with its reason.
+    out = subprocess.run(
+        [sys.executable, "-m", "windowrate", "gateway", "dead-letters", "--json"],
+        env=gw.env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.splitlines()
+    listed = [json.loads(line) for line in out]
+    assert len(listed) == sum(expected.values())
+    assert {d["reason"] for d in listed} == set(expected)
 
 
 def test_qos0_and_unrelated_topics_do_not_stop_the_stream(
