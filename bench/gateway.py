@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import uuid6
 
-from deploy.services import Influxd, Mosquitto, free_port, require_binary
+from deploy.services import Influxd, Mosquitto, die_with_parent, free_port, require_binary
 from protocol.messages import RatingEvent
 from protocol.topics import Topic, TopicKind
 
@@ -87,6 +87,7 @@ def _publishers(port: int, files: list[Path], hall: str = "bench") -> list[subpr
                         "-l",
                     ],
                     stdin=stdin,
+                    preexec_fn=die_with_parent,
                 )
             )
     return procs
@@ -121,6 +122,7 @@ def baseline(port: int, files: list[Path], ratings: int) -> float:
             str(ratings),
         ],
         stdout=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
     time.sleep(1.0)  # subscribed
     t0 = time.perf_counter()
@@ -164,6 +166,7 @@ def measured(
                 [sys.executable, "-m", "windowrate", "gateway", "run"],
                 env=env,
                 stdout=log_file,
+                preexec_fn=die_with_parent,
                 stderr=subprocess.STDOUT,
             )
         )

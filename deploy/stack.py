@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from deploy.services import Influxd, Mosquitto, env_with, port_open
+from deploy.services import Influxd, Mosquitto, die_with_parent, env_with, port_open
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class Stack:
             stdout=logf,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
 
     def start(self, kiosks: int = 5, rate: float = 0.2) -> None:

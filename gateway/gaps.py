@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 _SAFE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
+MAX_LISTED = 1000  # seqs listed per device; the counts are always complete
+
+
 @dataclass(slots=True)
 class DeviceSeqs:
     """What InfluxDB holds for one device's seq sequence."""
@@ -26,6 +29,7 @@ class DeviceSeqs:
     device: str
     count: int
     max_seq: int
+    missing_count: int = 0
     missing: list[int] = field(default_factory=list)
     duplicated: list[int] = field(default_factory=list)
 
@@ -55,26 +59,42 @@ class InfluxQuery:
 
 
 def scan(query: InfluxQuery) -> list[DeviceSeqs]:
-    """Return every device whose stored seqs are not exactly 1 … max, with the details."""
+    """Return every device whose stored seqs are not exactly 1 … max once each, with details.
+
+    Missing = max − distinct seqs; duplicated = points − distinct seqs. A hole and a
+    repeat therefore never cancel out. Listed seqs are capped at MAX_LISTED per device.
+    """
     bad: list[DeviceSeqs] = []
-    rows = query.series('SELECT count("seq"), max("seq") FROM "rating" GROUP BY "hall", "device"')
+    rows = query.series(
+        'SELECT count("seq"), count(distinct("seq")), max("seq") FROM "rating"'
+        ' GROUP BY "hall", "device"'
+    )
     for s in rows:
         tags = s.get("tags", {})
         hall, device = tags.get("hall", ""), tags.get("device", "")
-        _t, count, max_seq = s["values"][0]
-        if count == max_seq or not (_SAFE_ID.match(hall) and _SAFE_ID.match(device)):
+        _t, count, distinct, max_seq = s["values"][0]
+        count, distinct, max_seq = int(count), int(distinct), int(max_seq)
+        if count == distinct == max_seq or not (_SAFE_ID.match(hall) and _SAFE_ID.match(device)):
             continue
-        seqs: list[int] = []
+        seen: set[int] = set()
+        dup: set[int] = set()
         for part in query.series(
             f'SELECT "seq" FROM "rating" WHERE "hall" = \'{hall}\' AND "device" = \'{device}\''
         ):
-            seqs.extend(int(v[1]) for v in part["values"])
-        seen: set[int] = set()
-        dup: set[int] = set()
-        for q in seqs:
-            (dup if q in seen else seen).add(q)
-        missing = [q for q in range(1, int(max_seq) + 1) if q not in seen]
-        bad.append(DeviceSeqs(hall, device, int(count), int(max_seq), missing, sorted(dup)))
+            for v in part["values"]:
+                q = int(v[1])
+                (dup if q in seen else seen).add(q)
+        missing: list[int] = []
+        q = 1
+        while q <= max_seq and len(missing) < MAX_LISTED:  # bounded even for a huge max
+            if q not in seen:
+                missing.append(q)
+            q += 1
+        bad.append(
+            DeviceSeqs(
+                hall, device, count, max_seq, max_seq - distinct, missing, sorted(dup)[:MAX_LISTED]
+            )
+        )
     return bad
 
 
@@ -111,6 +131,8 @@ class GapChecker:
                 self.check_once()
             except (httpx.HTTPError, RuntimeError, KeyError) as exc:
                 log.warning("gap check skipped: %s", exc)
+            except Exception:  # the checker must outlive any surprise in the data
+                log.exception("gap check failed")
 
     def check_once(self, now: float | None = None) -> None:
         """Scan once and update the confirmed gaps and metrics."""
@@ -118,6 +140,7 @@ class GapChecker:
         found = scan(self._query)
         current: dict[tuple[str, str, int], float] = {}
         confirmed: dict[tuple[str, str], list[int]] = {}
+        counts: dict[tuple[str, str], int] = {}
         duplicated: dict[tuple[str, str], list[int]] = {}
         for d in found:
             for q in d.missing:
@@ -126,6 +149,10 @@ class GapChecker:
                 current[key] = first
                 if now - first >= self.settings.grace_s:
                     confirmed.setdefault((d.hall, d.device), []).append(q)
+            listed = confirmed.get((d.hall, d.device), [])
+            if listed:  # when the listing is capped and all of it is confirmed, count all
+                full = len(listed) == len(d.missing)
+                counts[(d.hall, d.device)] = d.missing_count if full else len(listed)
             if d.duplicated:
                 duplicated[(d.hall, d.device)] = d.duplicated
         self._first_seen = current
@@ -134,12 +161,12 @@ class GapChecker:
         for (hall, device), seqs in confirmed.items():
             if self.confirmed.get((hall, device)) != seqs:
                 log.error("seq gap at %s/%s: missing %s", hall, device, _ranges(seqs))
-            self.metrics.seq_missing.labels(hall=hall, device=device).set(len(seqs))
+            self.metrics.seq_missing.labels(hall=hall, device=device).set(counts[(hall, device)])
         for (hall, device), seqs in duplicated.items():
             log.error("seq stored twice at %s/%s: %s", hall, device, _ranges(seqs))
         self.confirmed = confirmed
         self.duplicated = duplicated
-        self.metrics.seq_missing_total.set(sum(len(v) for v in confirmed.values()))
+        self.metrics.seq_missing_total.set(sum(counts.values()))
         self.metrics.seq_duplicated_total.set(sum(len(v) for v in duplicated.values()))
         self.metrics.gap_checks.inc()
 

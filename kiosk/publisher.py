@@ -166,11 +166,17 @@ class Publisher:
         # block here on a lock held across publish(). A PUBACK that beats _send's
         # bookkeeping is parked in _early and settled there.
         with self._lock:
-            entry = self._inflight.pop(mid, None)
+            entry = self._inflight.get(mid)
             if entry is None:
                 self._early[mid] = rc
                 return
-        self._settle(entry, rc)
+        # Settle first, then forget the mid: until the outbox row is marked, the drain
+        # loop must still see it as in flight, or it would publish it again.
+        try:
+            self._settle(entry, rc)
+        finally:
+            with self._lock:
+                self._inflight.pop(mid, None)
 
     def _settle(self, entry: tuple[str, int | str], rc: ReasonCode) -> None:
         """Apply a PUBACK to its outbox row."""

@@ -13,7 +13,7 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from deploy.services import free_port
+from deploy.services import die_with_parent, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 # Every child process a test starts, so that teardown can reap what a failure left behind.
@@ -125,6 +125,7 @@ class GatewayProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
+            preexec_fn=die_with_parent,
         )
         CHILDREN.append(self.proc)
         log.close()
@@ -213,6 +214,7 @@ def simulate_proc(
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
+            preexec_fn=die_with_parent,
         )
     CHILDREN.append(proc)
     return proc

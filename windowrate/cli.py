@@ -106,6 +106,7 @@ def gateway_gaps(as_json: bool) -> None:
             "hall": d.hall,
             "device": d.device,
             "count": d.count,
+            "missing_count": d.missing_count,
             "max_seq": d.max_seq,
             "missing": d.missing,
             "duplicated": d.duplicated,
