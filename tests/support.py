@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
+import uuid6
 from paho.mqtt.enums import CallbackAPIVersion
 
 from deploy.services import die_with_parent, free_port
@@ -27,6 +28,30 @@ def reap_children() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def rating_doc(hall: str, device: str, seq: int, **changes: Any) -> dict[str, Any]:
+    """A valid RatingEvent document (press time now), with `changes` applied."""
+    doc: dict[str, Any] = {
+        "v": 1,
+        "id": str(uuid6.uuid7()),
+        "device": device,
+        "hall": hall,
+        "window": "a12",
+        "seq": seq,
+        "ts": int(time.time() * 1000),
+        "clock_synced": True,
+        "scale": 5,
+        "level": 5,
+        "input": "touch",
+        "prompted": True,
+        "staff": "0457",
+        "ticket": "A0123",
+        "item": "330100-001",
+        "reasons": [],
+    }
+    doc.update(changes)
+    return doc
 
 
 def wait_until(

@@ -26,6 +26,7 @@ from tests.support import (
     GatewayProcess,
     distinct_ids,
     rating_count,
+    rating_doc,
     raw_client,
     simulate_proc,
     wait_until,
@@ -52,26 +53,7 @@ def missing(m: dict[str, float], hall: str = HALL, device: str = DEVICE) -> floa
 
 def rating(seq: int, **changes: Any) -> dict[str, Any]:
     """A valid RatingEvent document for DEVICE."""
-    doc: dict[str, Any] = {
-        "v": 1,
-        "id": str(uuid6.uuid7()),
-        "device": DEVICE,
-        "hall": HALL,
-        "window": "a12",
-        "seq": seq,
-        "ts": int(time.time() * 1000),
-        "clock_synced": True,
-        "scale": 5,
-        "level": 5,
-        "input": "touch",
-        "prompted": True,
-        "staff": "0457",
-        "ticket": "A0123",
-        "item": "330100-001",
-        "reasons": [],
-    }
-    doc.update(changes)
-    return doc
+    return rating_doc(HALL, DEVICE, seq, **changes)
 
 
 def publish(client: mqtt.Client, *docs: dict[str, Any]) -> None:

@@ -8,11 +8,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import uuid6
-
 from deploy.services import Influxd, Mosquitto
 from gateway.deadletters import DeadLetterStore
-from tests.support import GatewayProcess, distinct_ids, rating_count, raw_client, wait_until
+from tests.support import (
+    GatewayProcess,
+    distinct_ids,
+    rating_count,
+    rating_doc,
+    raw_client,
+    wait_until,
+)
 
 HALL, DEVICE = "hz-civic", "k-0001"
 TOPIC = f"wr/v1/{HALL}/{DEVICE}/rating"
@@ -20,26 +25,7 @@ TOPIC = f"wr/v1/{HALL}/{DEVICE}/rating"
 
 def rating(seq: int, **changes: Any) -> dict[str, Any]:
     """A valid RatingEvent document for DEVICE."""
-    doc: dict[str, Any] = {
-        "v": 1,
-        "id": str(uuid6.uuid7()),
-        "device": DEVICE,
-        "hall": HALL,
-        "window": "a12",
-        "seq": seq,
-        "ts": int(time.time() * 1000),
-        "clock_synced": True,
-        "scale": 5,
-        "level": 5,
-        "input": "touch",
-        "prompted": True,
-        "staff": "0457",
-        "ticket": "A0123",
-        "item": "330100-001",
-        "reasons": [],
-    }
-    doc.update(changes)
-    return doc
+    return rating_doc(HALL, DEVICE, seq, **changes)
 
 
 def test_hostile_messages_are_kept_and_counted(
