@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS rating (
     ts INTEGER,
     clock_synced INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0,
-    acked_ms INTEGER
+    acked_ms INTEGER,
+    held INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS rating_acked ON rating (acked_ms);
 CREATE TABLE IF NOT EXISTS event (
@@ -83,14 +84,21 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        # A press held for its follow-up reasons when the kiosk stopped goes out without them.
+        self._db.execute("UPDATE rating SET held = 0 WHERE held = 1")
 
     def close(self) -> None:
         """Close the database."""
         with self._lock:
             self._db.close()
 
-    def add_rating(self, draft: dict[str, Any], press: PressTime) -> tuple[int, str]:
-        """Assign the next seq and a UUIDv7 id, commit the rating, and return (seq, id)."""
+    def add_rating(
+        self, draft: dict[str, Any], press: PressTime, *, held: bool = False
+    ) -> tuple[int, str]:
+        """Assign the next seq and a UUIDv7 id, commit the rating, and return (seq, id).
+
+        A held rating is safe on disk but not sent until release() (its reasons are asked).
+        """
         rid = str(uuid6.uuid7())
         with self._lock:
             cur = self._db.cursor()
@@ -101,7 +109,7 @@ class Outbox:
                 ).fetchone()
                 cur.execute(
                     "INSERT INTO rating (seq, id, draft, press_wall_ms, press_mono_ns,"
-                    " press_boot, press_synced) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " press_boot, press_synced, held) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         seq,
                         rid,
@@ -110,6 +118,7 @@ class Outbox:
                         press.mono_ns,
                         press.boot,
                         int(press.synced),
+                        int(held),
                     ),
                 )
                 cur.execute("COMMIT")
@@ -117,6 +126,26 @@ class Outbox:
                 cur.execute("ROLLBACK")
                 raise
         return int(seq), rid
+
+    def release(self, seq: int, reasons: list[str] | None = None) -> None:
+        """Let a held rating go out, with the follow-up reasons chosen (if any)."""
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                row = cur.execute("SELECT draft FROM rating WHERE seq = ?", (seq,)).fetchone()
+                if row is not None and reasons:
+                    draft = json.loads(row[0])
+                    draft["reasons"] = list(dict.fromkeys([*draft.get("reasons", []), *reasons]))
+                    cur.execute(
+                        "UPDATE rating SET draft = ? WHERE seq = ?",
+                        (json.dumps(draft, ensure_ascii=False), seq),
+                    )
+                cur.execute("UPDATE rating SET held = 0 WHERE seq = ?", (seq,))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
 
     def add_event(self, event_id: str, payload: str) -> None:
         """Commit a fully built service event."""
@@ -131,7 +160,8 @@ class Outbox:
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, id, draft, press_wall_ms, press_mono_ns, press_boot, press_synced,"
-                " ts, clock_synced FROM rating WHERE acked_ms IS NULL ORDER BY seq LIMIT ?",
+                " ts, clock_synced FROM rating WHERE acked_ms IS NULL AND held = 0"
+                " ORDER BY seq LIMIT ?",
                 (limit + len(skip),),
             ).fetchall()
         for seq, rid, draft, wall, mono, boot, synced, ts, csync in rows:

@@ -59,8 +59,12 @@ class Recorder:
         ticket: str | None = None,
         item: str | None = None,
         reasons: Sequence[str] = (),
+        held: bool = False,
     ) -> Recorded:
-        """Record one rating; raise ValueError (before anything is stored) if it is invalid."""
+        """Record one rating; raise ValueError (before anything is stored) if it is invalid.
+
+        `held=True` keeps it from being sent until `Outbox.release()` (reasons being asked).
+        """
         ident = self.identity
         check_level(ident.scale, level)
         press = PressTime(
@@ -93,11 +97,16 @@ class Recorder:
             },
             strict=False,
         )
-        seq, rid = self.outbox.add_rating(draft, press)
+        seq, rid = self.outbox.add_rating(draft, press, held=held)
         log.debug("recorded seq %s level %s", seq, level)
         if self.on_committed is not None:
             self.on_committed()
         return Recorded(seq=seq, id=rid)
+
+    def wake(self) -> None:
+        """Tell the publisher something is ready to send."""
+        if self.on_committed is not None:
+            self.on_committed()
 
     def event(
         self,

@@ -23,6 +23,8 @@ TextStr = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
 ReasonStr = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+# Reason codes starting with "x-" are flags the device sets, not reasons a person chose.
+FLAG_REPEAT = "x-repeat"  # pressed again within the repeat interval (prompt mode "always")
 EpochMs = Annotated[int, Field(ge=0, lt=10**14)]
 Seq = Annotated[int, Field(ge=1, lt=2**53)]
 InputKind = Literal["touch", "button", "serial"]
