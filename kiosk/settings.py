@@ -1,4 +1,4 @@
-"""Kiosk settings from WR_KIOSK_* variables; the centre's retained config overrides the window part."""
+"""Kiosk settings from WR_KIOSK_* variables; the centre's retained config overrides some."""
 
 from functools import lru_cache
 from pathlib import Path
