@@ -20,7 +20,7 @@ class KioskSettings(BaseSettings):
     hall: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", title="Hall id")
     device: str = Field(default="k-0001", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", title="Device id")
     window: str = Field(default="w01", title="Window until the centre's config says otherwise")
-    scale: Literal[3, 4, 5] = Field(default=5, title="Keys until the centre's config arrives")
+    scale: int = Field(default=5, ge=3, le=5, title="Keys until the centre's config arrives")
     language: Literal["zh", "en"] = Field(default="zh", title="Language until configured")
     prompt_mode: Literal["always", "per_service"] = Field(default="always", title="Prompt mode")
     data_dir: Path = Field(default=Path("var/kiosk"), title="Outbox and cached config")
