@@ -218,6 +218,15 @@ def up(
     stack.stop()
 
 
+@main.command("kiosk")
+def kiosk_command() -> None:
+    """Run the touchscreen terminal (settings from WR_KIOSK_* variables)."""
+    from kiosk.main import run
+    from kiosk.settings import get_settings
+
+    run(get_settings())
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks that print JSON."""
@@ -236,3 +245,17 @@ def bench_gateway(ratings: int, connections: int, gateways: int, as_json: bool) 
 
     result = run_bench(ratings=ratings, connections=connections, gateways=gateways)
     click.echo(json.dumps(result))
+
+
+@bench.command("kiosk")
+@click.option("--presses", default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Only JSON lines on stdout (always so).")
+def bench_kiosk(presses: int, as_json: bool) -> None:
+    """Touch-to-commit latency and RSS of the real kiosk app under Xvfb; last line the summary."""
+    from bench.kiosk import run_bench
+
+    result = run_bench(presses=presses)
+    click.echo(json.dumps(result, ensure_ascii=False))
+    summary = {k: result.get(k) for k in ("presses", "p50_ms", "p99_ms", "rss_mb")}
+    click.echo(json.dumps(summary))
+    sys.exit(0 if result.get("ok") else 1)

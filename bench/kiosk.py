@@ -1,0 +1,183 @@
+"""Press-to-commit latency and memory of the real kiosk app: 1,000 touches under Xvfb.
+
+Starts Xvfb and a Mosquitto on a free port, runs `python -m kiosk.harness` with a bench
+scenario (real touch events on the rating keys of the real KioskApp, one after another as
+fast as the screens come back), and reports for each press the time from touch-down to the
+outbox commit (SQLite, fsynced), and the kiosk process's RSS after the presses.
+"""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from deploy.services import Mosquitto, die_with_parent
+from kiosk.harness import Xvfb
+from protocol.connection import MqttSettings, make_client
+from protocol.topics import Topic, TopicKind
+
+log = logging.getLogger(__name__)
+
+HALL = "bench"
+DEVICE = "k-bench"
+REPO = Path(__file__).resolve().parent.parent
+
+
+class _Counter:
+    """Subscribes to the device's rating topic and counts what arrives."""
+
+    def __init__(self, port: int) -> None:
+        """Connect and subscribe."""
+        self.count = 0
+        self.ready = threading.Event()
+        self.client = make_client(
+            MqttSettings(port=port), client_id="bench-counter", paho_logging=False
+        )
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_a: self.ready.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.client.subscribe(str(Topic(HALL, DEVICE, TopicKind.RATING)), qos=1)
+        self.ready.wait(10)
+
+    def _on_message(self, *_a: Any) -> None:
+        """Count one rating."""
+        self.count += 1
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# For scale: the RSS of an empty Kivy window (one Label) in the same display and GL driver.
+_BARE_KIVY = """
+import os
+os.environ.setdefault("KIVY_NO_ARGS", "1")
+os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")
+from kivy.config import Config
+Config.set("graphics", "width", "1024")
+Config.set("graphics", "height", "600")
+from kivy.app import App
+from kivy.clock import Clock
+from kivy.uix.label import Label
+
+class Bare(App):
+    def build(self):
+        Clock.schedule_once(self.done, 1.0)
+        return Label(text="WindowRate")
+
+    def done(self, _dt):
+        with open("/proc/self/status") as f:
+            rss = next(int(x.split()[1]) for x in f if x.startswith("VmRSS:"))
+        print(rss)
+        self.stop()
+
+Bare().run()
+"""
+
+
+def bare_kivy_rss_mb(display: str, home: Path) -> float | None:
+    """RSS (MB) of an empty Kivy window on `display`, or None if it could not run."""
+    env = {**os.environ, "DISPLAY": display, "KIVY_HOME": str(home)}
+    home.mkdir(parents=True, exist_ok=True)
+    script = home / "bare_kivy.py"  # Kivy's App needs a source file (it looks for a .kv next to it)
+    script.write_text(_BARE_KIVY)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        log.warning("bare Kivy window failed: %s", proc.stderr[-500:])
+        return None
+    return round(int(lines[-1]) / 1024, 1)
+
+
+def run_bench(presses: int = 1000, keep: Path | None = None) -> dict[str, Any]:
+    """Run the bench; return the harness's figures plus what reached the broker."""
+    with tempfile.TemporaryDirectory(prefix="wr-bench-kiosk-") as tmpdir:
+        tmp = keep or Path(tmpdir)
+        tmp.mkdir(parents=True, exist_ok=True)
+        xvfb = Xvfb(log_path=tmp / "xvfb.log")
+        display = xvfb.start()
+        broker = Mosquitto(tmp / "mosquitto")
+        broker.start()
+        counter = _Counter(broker.port)
+        try:
+            scenario = {
+                "thanks_s": 0.0,
+                "tick_s": 0.02,
+                "timeout": 900,
+                "steps": [
+                    {
+                        "publish_config": {
+                            "window": "b01",
+                            "scale": 5,
+                            "prompt_mode": "always",
+                            "repeat_interval_s": 0,
+                        }
+                    },
+                    {"bench": {"presses": presses, "levels": [5, 4, 3]}},
+                    {"wait_drained": 120},
+                ],
+            }
+            path = tmp / "scenario.json"
+            path.write_text(json.dumps(scenario))
+            result_path = tmp / "result.json"
+            env = dict(os.environ)
+            env.update(
+                {
+                    "DISPLAY": display,
+                    "KIVY_HOME": str(tmp / "kivy"),
+                    "WR_KIOSK_DATA_DIR": str(tmp / "kiosk"),
+                    "WR_KIOSK_MQTT__PORT": str(broker.port),
+                    "WR_KIOSK_HALL": HALL,
+                    "WR_KIOSK_DEVICE": DEVICE,
+                    "WR_KIOSK_TRUST_WALL_CLOCK": "true",
+                }
+            )
+            with open(tmp / "kiosk.log", "wb") as out:
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "kiosk.harness",
+                        str(path),
+                        "--result",
+                        str(result_path),
+                    ],
+                    env=env,
+                    cwd=REPO,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=die_with_parent,
+                    timeout=1200,
+                    check=False,
+                )
+            if not result_path.exists():
+                tail = (tmp / "kiosk.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"harness exited with {proc.returncode} and no result:\n{tail}")
+            result = json.loads(result_path.read_text())
+            bench = result.get("bench") or {}
+            return {
+                **bench,
+                "rss_bare_kivy_window_mb": bare_kivy_rss_mb(display, tmp / "kivy-bare"),
+                "ok": result["ok"] and proc.returncode == 0,
+                "errors": result["errors"],
+                "committed": result["last_seq"],
+                "delivered": counter.count,
+            }
+        finally:
+            counter.close()
+            broker.stop()
+            xvfb.stop()

@@ -1,0 +1,648 @@
+"""Scripted runs of the real kiosk app in the current DISPLAY: tests, screenshots, the bench.
+
+`python -m kiosk.harness SCENARIO.json [--result RESULT.json]` builds the same `Kiosk` and
+`KioskApp` as `windowrate kiosk` (settings from WR_KIOSK_*, window not fullscreen) and runs the
+scenario's steps from Kivy Clock callbacks, touching the screen with real touch events:
+
+    {"touch": 5}                      touch the centre of the key of level 5
+    {"tap": "keypad.ok"}              touch any named target (see KioskApp.targets)
+    {"reason": "waiting"}             touch a follow-up reason
+    {"confirm_reasons": true}         touch the submit key of the reasons screen
+    {"keys": "0457\\n"}               type on the keyboard (a badge reader)
+    {"gpio": 5}                       press and release the GPIO button of level 5 (mock pins)
+    {"wait": 1.5}                     let time pass
+    {"screenshot": "out/x.png"}       save the window (Window.screenshot)
+    {"expect_screen": "thanks"}       wait (5 s) for that screen
+    {"expect_outbox": 1}              ratings committed so far (last seq) must be exactly 1
+    {"expect_offline": true}          the offline badge is (not) shown
+    {"assert_label": [5, "非常满意"]}  the key of level 5 reads that text (waits 5 s)
+    {"check_targets": true}           every rating/reason key on screen is at least 20 mm
+    {"publish_config": {...}}         retained config to the device's topic; waits until applied
+    {"publish_cmd": {"cmd": "pause"}} a command to the device's topic (id and ts filled in)
+    {"wait_drained": 10}              wait until the outbox has sent everything
+    {"bench": {"presses": 1000}}      touch keys as fast as the screens allow; time each commit
+
+Top-level scenario keys: "steps", "size" ([1024, 600]), "thanks_s", "reasons_timeout_s",
+"tick_s", "timeout" (s), "connect" (wait for the broker first; default true), "result".
+The result file (JSON) holds ok, errors, screens seen, outbox rows, labels and bench figures;
+the exit status is 1 when an expectation failed.
+"""
+
+import argparse
+import json
+import logging
+import os
+import select
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("kiosk.harness")
+
+DEFAULT_SIZE = (1024, 600)
+
+
+class Xvfb:
+    """A virtual X server on a free display number (Xvfb picks it: -displayfd)."""
+
+    def __init__(self, screen: str = "1280x800x24", log_path: Path | None = None) -> None:
+        """Prepare the server (call start())."""
+        self.screen = screen
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.display = ""
+
+    def start(self, timeout: float = 15.0) -> str:
+        """Start Xvfb and return its DISPLAY, e.g. ":3"."""
+        from deploy.services import die_with_parent, require_binary
+
+        binary = require_binary("Xvfb", "xvfb")
+        rfd, wfd = os.pipe()
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self.proc = subprocess.Popen(
+                [binary, "-displayfd", str(wfd), "-screen", "0", self.screen, "-nolisten", "tcp"],
+                pass_fds=(wfd,),
+                stdout=out,
+                stderr=out,
+                preexec_fn=die_with_parent,
+            )
+        finally:
+            os.close(wfd)
+            if out is not subprocess.DEVNULL:
+                out.close()  # type: ignore[union-attr]
+        data = b""
+        deadline = time.monotonic() + timeout
+        try:
+            while not data.endswith(b"\n"):
+                left = deadline - time.monotonic()
+                ready, _, _ = select.select([rfd], [], [], max(0.0, left))
+                if not ready:
+                    self.stop()
+                    raise RuntimeError(f"Xvfb did not report a display within {timeout} s")
+                chunk = os.read(rfd, 64)
+                if not chunk:
+                    self.stop()
+                    raise RuntimeError("Xvfb exited before reporting a display")
+                data += chunk
+        finally:
+            os.close(rfd)
+        self.display = f":{int(data.strip())}"
+        log.info("Xvfb on %s (pid %s)", self.display, self.proc.pid)
+        return self.display
+
+    def stop(self) -> None:
+        """Stop the server."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def memory_kb() -> dict[str, int]:
+    """VmRSS, RssAnon, RssFile and RssShmem of this process, in kB."""
+    out: dict[str, int] = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+def read_outbox(path: Path) -> tuple[int, list[dict[str, Any]]]:
+    """The last seq and every rating row still in an outbox (read-only), oldest first."""
+    if not path.exists():
+        return 0, []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        (last,) = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+        rows = db.execute(
+            "SELECT seq, id, draft, held, acked_ms FROM rating ORDER BY seq"
+        ).fetchall()
+    finally:
+        db.close()
+    out = []
+    for seq, rid, draft, held, acked in rows:
+        d = json.loads(draft)
+        out.append(
+            {
+                "seq": seq,
+                "id": rid,
+                "level": d["level"],
+                "scale": d["scale"],
+                "input": d["input"],
+                "prompted": d["prompted"],
+                "staff": d["staff"],
+                "ticket": d["ticket"],
+                "item": d["item"],
+                "reasons": d["reasons"],
+                "held": bool(held),
+                "acked": acked is not None,
+            }
+        )
+    return int(last), out
+
+
+class StepFailed(Exception):
+    """A scenario expectation did not hold."""
+
+
+@dataclass
+class Wait:
+    """Poll `pred` each frame until true; fail with `what` after `timeout` seconds."""
+
+    pred: Callable[[], bool]
+    timeout: float
+    what: str | Callable[[], str]
+
+    def __post_init__(self) -> None:
+        """Fix the deadline."""
+        self.deadline = time.monotonic() + self.timeout
+
+
+class Harness:
+    """Runs a scenario's steps against a running KioskApp, one Clock callback at a time."""
+
+    def __init__(self, app: Any, kiosk: Any, scenario: dict[str, Any], result_path: Path) -> None:
+        """Prepare the run."""
+        from kivy.clock import Clock
+
+        self.Clock = Clock
+        self.app = app
+        self.kiosk = kiosk
+        self.scenario = scenario
+        self.steps: list[dict[str, Any]] = list(scenario.get("steps", []))
+        self.result_path = result_path
+        self.i = 0
+        self.done = False
+        self.errors: list[str] = []
+        self.targets_seen: list[dict[str, Any]] = []
+        self.bench: dict[str, Any] | None = None
+        self._wait: Wait | None = None
+        self._then: Callable[[], Wait | None] | None = None
+        self._mqtt: Any = None
+        self._committed_at: float | None = None
+        self._last_accepted = False
+
+    # --- driving ---
+
+    def start(self, *_: Any) -> None:
+        """Begin once the app runs: first wait for the broker unless told otherwise."""
+        self.Clock.schedule_once(self._timeout, float(self.scenario.get("timeout", 120)))
+        if self.scenario.get("connect", True):
+            since: list[float] = []
+
+            def ready() -> bool:
+                if not self.kiosk.connected:
+                    since.clear()
+                    return False
+                if not since:
+                    since.append(time.monotonic())
+                # Connected, then a moment for the SUBACK of config and cmd.
+                return time.monotonic() - since[0] > 0.5
+
+            self._wait = Wait(ready, 20, "broker connection")
+            self.Clock.schedule_once(self._poll, 0.3)
+        else:
+            self.Clock.schedule_once(self._next, 0.5)
+
+    def _timeout(self, _dt: float) -> None:
+        """Fail a scenario that runs too long."""
+        if not self.done:
+            self.fail(f"scenario timed out at step {self.i}")
+
+    def _next(self, *_: Any) -> None:
+        """Run the next step."""
+        if self.done:
+            return
+        if self.i >= len(self.steps):
+            self.finish()
+            return
+        step = self.steps[self.i]
+        self.i += 1
+        log.info("step %d: %s", self.i, json.dumps(step, ensure_ascii=False)[:200])
+        try:
+            self._wait = self.run_step(step)
+        except StepFailed as exc:
+            self.fail(f"step {self.i} {step}: {exc}")
+            return
+        except Exception as exc:
+            log.exception("step %d failed", self.i)
+            self.fail(f"step {self.i} {step}: {type(exc).__name__}: {exc}")
+            return
+        if self._wait is None:
+            self.Clock.schedule_once(self._next, float(self.scenario.get("step_gap_s", 0.1)))
+        else:
+            self.Clock.schedule_once(self._poll, 0)
+
+    def _poll(self, *_: Any) -> None:
+        """Check the current wait."""
+        if self.done or self._wait is None:
+            return
+        w = self._wait
+        try:
+            ok = w.pred()
+        except StepFailed as exc:
+            self.fail(f"step {self.i}: {exc}")
+            return
+        if ok:
+            self._wait = None
+            self.Clock.schedule_once(self._next, float(self.scenario.get("step_gap_s", 0.1)))
+        elif time.monotonic() > w.deadline:
+            what = w.what() if callable(w.what) else w.what
+            self.fail(f"step {self.i}: timed out after {w.timeout} s waiting for {what}")
+        else:
+            self.Clock.schedule_once(self._poll, 0.02)
+
+    # --- steps ---
+
+    def run_step(self, step: dict[str, Any]) -> Wait | None:
+        """Run one step; return what to wait for, if anything."""
+        (kind, arg), *rest = step.items()
+        if rest:
+            raise StepFailed(f"one action per step, got {list(step)}")
+        handler = getattr(self, f"step_{kind}", None)
+        if handler is None:
+            raise StepFailed(f"unknown step {kind!r}")
+        result: Wait | None = handler(arg)
+        return result
+
+    def _target(self, name: str) -> Any:
+        """The widget a scripted touch aims at: `{screen}/{name}` on the shown screen, or `name`."""
+        targets = self.app.targets
+        w = targets.get(f"{self.app.shown}/{name}") or targets.get(name)
+        if w is None:
+            raise StepFailed(f"no target {name!r} (have {sorted(targets)})")
+        return w
+
+    def touch_widget(self, w: Any) -> None:
+        """A real touch (down, up) at the widget's centre in window coordinates."""
+        from kivy.tests.common import UnitTestTouch
+
+        x, y = w.to_window(*w.center)
+        touch = UnitTestTouch(x, y)
+        touch.touch_down()
+        touch.touch_up()
+
+    def step_touch(self, level: int) -> None:
+        """Touch the key of `level`."""
+        self.touch_widget(self._target(f"rating.{int(level)}"))
+
+    def step_tap(self, name: str) -> None:
+        """Touch a named target."""
+        self.touch_widget(self._target(name))
+
+    def step_reason(self, code: str) -> None:
+        """Touch a follow-up reason."""
+        self.touch_widget(self._target(f"reason.{code}"))
+
+    def step_confirm_reasons(self, _arg: Any) -> None:
+        """Touch the submit key of the reasons screen."""
+        self.touch_widget(self._target("confirm_reasons"))
+
+    def step_keys(self, text: str) -> None:
+        """Type `text` (digits, "\\n" for Enter) as keyboard events."""
+        from kivy.core.window import Window
+
+        for ch in text:
+            key = 13 if ch == "\n" else ord(ch)
+            Window.dispatch("on_key_down", key, 0, None if ch == "\n" else ch, [])
+            Window.dispatch("on_key_up", key, 0)
+
+    def step_gpio(self, level: int) -> None:
+        """Press and release a GPIO rating button (gpiozero mock pins)."""
+        from gpiozero import Device
+
+        gpio = self.kiosk.gpio
+        if gpio is None:
+            raise StepFailed("no GPIO panel (WR_KIOSK_GPIO_FILE not set)")
+        pins = gpio.pins
+        pin = Device.pin_factory.pin(pins.rating_buttons[int(level)])
+        if pins.pull_up:
+            pin.drive_low()
+            pin.drive_high()
+        else:
+            pin.drive_high()
+            pin.drive_low()
+
+    def step_wait(self, seconds: float) -> Wait:
+        """Let time pass."""
+        end = time.monotonic() + float(seconds)
+        return Wait(lambda: time.monotonic() >= end, float(seconds) + 5, "time to pass")
+
+    def step_expect_screen(self, arg: Any) -> Wait:
+        """Wait for a screen."""
+        name, timeout = (arg, 5.0) if isinstance(arg, str) else (arg["screen"], arg["timeout"])
+        return Wait(
+            lambda: self.app.shown == name and not self.app.redraw_pending,
+            float(timeout),
+            lambda: f"screen {name} (shown: {self.app.shown})",
+        )
+
+    def step_expect_outbox(self, n: int) -> Wait:
+        """Exactly `n` ratings committed so far."""
+
+        def check() -> bool:
+            seq = self.kiosk.outbox.last_seq()
+            if seq > n:
+                raise StepFailed(f"{seq} ratings in the outbox, expected {n}")
+            return bool(seq == n)
+
+        return Wait(check, 3, f"{n} ratings in the outbox")
+
+    def step_expect_offline(self, shown: bool) -> Wait:
+        """The offline badge is shown (or not)."""
+        return Wait(lambda: self.app.offline_shown == bool(shown), 10, f"offline badge {shown}")
+
+    def step_assert_label(self, arg: list[Any]) -> Wait:
+        """The key of a level reads `text`."""
+        level, text = int(arg[0]), str(arg[1])
+
+        def check() -> bool:
+            w = self.app.targets.get(f"rating.{level}")
+            return w is not None and w.label.text == text and not self.app.redraw_pending
+
+        return Wait(check, 5, lambda: f"key {level} to read {text!r} (labels: {self.labels()})")
+
+    def step_check_targets(self, _arg: Any) -> None:
+        """Every rating or reason key on screen is at least MIN_TARGET_MM on its shorter side."""
+        from kivy.metrics import mm
+
+        from kiosk.ui.theme import MIN_TARGET_MM
+
+        need = mm(MIN_TARGET_MM)
+        prefix = {"rating": "rating.", "reasons": "reason."}.get(self.app.shown or "", "")
+        if not prefix:
+            raise StepFailed(f"no keys to check on screen {self.app.shown}")
+        sizes = {
+            k: [round(w.width), round(w.height)]
+            for k, w in self.app.targets.items()
+            if k.startswith(prefix)
+        }
+        self.targets_seen.append(
+            {"screen": self.app.shown, "min_px": round(need, 1), "keys": sizes}
+        )
+        small = {k: s for k, s in sizes.items() if min(s) < need}
+        if small or not sizes:
+            raise StepFailed(f"keys under {MIN_TARGET_MM} mm ({need:.0f} px): {small or sizes}")
+
+    def step_screenshot(self, path: str) -> Wait:
+        """Save the window as a PNG once the next frame is drawn."""
+        from kivy.core.window import Window
+
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        done: list[bool] = []
+
+        def on_flip(*_: Any) -> None:
+            # Bound handlers run before the window's own flip: the back buffer holds this frame.
+            Window.unbind(on_flip=on_flip)
+            with tempfile.TemporaryDirectory() as tmp:
+                saved = Window.screenshot(name=str(Path(tmp) / "shot.png"))
+                shutil.move(saved, target)
+            log.info("screenshot %s", target)
+            done.append(True)
+
+        def arm() -> bool:
+            if self.app.redraw_pending:
+                return False
+            if not armed:
+                armed.append(True)
+                Window.bind(on_flip=on_flip)
+                Window.canvas.ask_update()
+            return bool(done)
+
+        armed: list[bool] = []
+        return Wait(arm, 10, f"screenshot {path}")
+
+    def _client(self) -> Any:
+        """A paho client to the kiosk's broker (made on first use)."""
+        if self._mqtt is None:
+            from protocol.connection import make_client
+
+            s = self.kiosk.settings
+            self._mqtt = make_client(s.mqtt, client_id=f"harness-{s.device}", paho_logging=False)
+            self._mqtt.connect(s.mqtt.host, s.mqtt.port)
+            self._mqtt.loop_start()
+        return self._mqtt
+
+    def _topic(self, kind: str) -> str:
+        """The device's topic of `kind`."""
+        from protocol.topics import Topic, TopicKind
+
+        s = self.kiosk.settings
+        return str(Topic(s.hall, s.device, TopicKind(kind), s.mqtt.prefix))
+
+    def step_publish_config(self, doc: dict[str, Any]) -> Wait:
+        """Publish a retained config and wait until the session runs it."""
+        from protocol.messages import DeviceConfig
+
+        config = DeviceConfig.model_validate(doc, strict=False)
+        info = self._client().publish(
+            self._topic("config"), config.model_dump_json(), qos=1, retain=True
+        )
+        info.wait_for_publish(5)
+        return Wait(
+            lambda: self.kiosk.session.config == config and not self.app.redraw_pending,
+            10,
+            "config applied",
+        )
+
+    def step_publish_cmd(self, doc: dict[str, Any]) -> None:
+        """Publish a command (id and ts filled in)."""
+        import uuid6
+
+        from protocol.messages import Command
+
+        cmd = Command.model_validate(
+            {"id": str(uuid6.uuid7()), "ts": int(time.time() * 1000), **doc}, strict=False
+        )
+        info = self._client().publish(self._topic("cmd"), cmd.model_dump_json(), qos=1)
+        info.wait_for_publish(5)
+
+    def step_wait_drained(self, timeout: float) -> Wait:
+        """Wait until every rating and event has its PUBACK."""
+        outbox = self.kiosk.outbox
+        return Wait(
+            lambda: outbox.backlog() == 0 and not outbox.pending_events(1, set()),
+            float(timeout),
+            "outbox drained",
+        )
+
+    def step_bench(self, arg: dict[str, Any]) -> Wait:
+        """Touch rating keys `presses` times; time each from touch-down to the outbox commit."""
+        presses = int(arg.get("presses", 1000))
+        levels = [int(v) for v in arg.get("levels", [5, 4, 3])]
+        session = self.kiosk.session
+        press = session.press
+
+        def timed(level: int, input_: Any) -> Any:
+            result = press(level, input_)
+            self._committed_at = time.perf_counter()
+            self._last_accepted = result.accepted
+            return result
+
+        setattr(session, "press", timed)  # noqa: B010 - instrument the instance, not the class
+        latencies: list[float] = []
+        refused: list[int] = []
+        t_start = time.monotonic()
+
+        def step() -> bool:
+            if len(latencies) + len(refused) >= presses:
+                return True
+            if (
+                self.app.shown != "rating"
+                or self.app.redraw_pending
+                or session.screen.value != "rating"
+            ):
+                return False
+            level = levels[(len(latencies) + len(refused)) % len(levels)]
+            w = self._target(f"rating.{level}")
+            self._committed_at = None
+            t0 = time.perf_counter()
+            self.touch_widget(w)
+            if self._committed_at is None or not self._last_accepted:
+                refused.append(level)
+            else:
+                latencies.append((self._committed_at - t0) * 1000)
+            return False
+
+        def finished() -> bool:
+            if not step():
+                return False
+            setattr(session, "press", press)  # noqa: B010
+            mem = memory_kb()
+            lat = sorted(latencies)
+            self.bench = {
+                "presses": len(latencies),
+                "refused": len(refused),
+                "p50_ms": round(statistics.median(lat), 3) if lat else None,
+                "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3) if lat else None,
+                "max_ms": round(lat[-1], 3) if lat else None,
+                "mean_ms": round(statistics.fmean(lat), 3) if lat else None,
+                "rss_mb": round(mem["VmRSS"] / 1024, 1),
+                "rss_anon_mb": round(mem.get("RssAnon", 0) / 1024, 1),
+                "rss_file_mb": round(mem.get("RssFile", 0) / 1024, 1),
+                "seconds": round(time.monotonic() - t_start, 1),
+            }
+            log.info("bench: %s", self.bench)
+            if refused:
+                raise StepFailed(f"{len(refused)} touches were not committed")
+            return True
+
+        return Wait(finished, float(arg.get("timeout", 600)), f"{presses} presses")
+
+    # --- the end ---
+
+    def labels(self) -> dict[str, str]:
+        """Level → text of the rating keys now."""
+        return {
+            k.split(".", 1)[1]: w.label.text
+            for k, w in self.app.targets.items()
+            if k.startswith("rating.")
+        }
+
+    def fail(self, message: str) -> None:
+        """Record a failed expectation, save a screenshot of it and stop."""
+        log.error("FAILED: %s", message)
+        self.errors.append(message)
+        try:
+            from kivy.core.window import Window
+
+            with tempfile.TemporaryDirectory() as tmp:
+                saved = Window.screenshot(name=str(Path(tmp) / "fail.png"))
+                shutil.move(saved, self.result_path.with_suffix(".fail.png"))
+        except Exception:
+            log.exception("no failure screenshot")
+        self.finish()
+
+    def finish(self) -> None:
+        """Write the result file and stop the app."""
+        if self.done:
+            return
+        self.done = True
+        from kiosk.main import OUTBOX_FILE
+
+        last_seq, rows = read_outbox(self.kiosk.data_dir / OUTBOX_FILE)
+        result = {
+            "ok": not self.errors,
+            "errors": self.errors,
+            "steps_done": self.i,
+            "screens": self.app.screen_history,
+            "shown": self.app.shown,
+            "last_seq": last_seq,
+            "backlog": sum(1 for r in rows if not r["acked"]),
+            "outbox": rows,
+            "labels": self.labels(),
+            "targets": self.targets_seen,
+            "bench": self.bench,
+            "memory_kb": memory_kb(),
+        }
+        self.result_path.parent.mkdir(parents=True, exist_ok=True)
+        self.result_path.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+        if self._mqtt is not None:
+            self._mqtt.disconnect()
+            self._mqtt.loop_stop()
+            self._mqtt = None
+        self.app.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a scenario file; exit status 0 when every expectation held."""
+    parser = argparse.ArgumentParser(
+        prog="python -m kiosk.harness", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("scenario", type=Path)
+    parser.add_argument("--result", type=Path, default=None, help="result file (JSON)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("WR_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    scenario = json.loads(args.scenario.read_text())
+    result_path = args.result or Path(
+        scenario.get("result") or args.scenario.with_suffix(".result.json")
+    )
+
+    from kiosk.main import Kiosk, prepare_kivy
+    from kiosk.settings import KioskSettings
+
+    settings = KioskSettings().model_copy(update={"fullscreen": False})
+    width, height = scenario.get("size", DEFAULT_SIZE)
+    prepare_kivy(fullscreen=False, size=(int(width), int(height)))
+    from kiosk.ui.app import KioskApp
+
+    kiosk = Kiosk(
+        settings,
+        thanks_s=float(scenario.get("thanks_s", 2.0)),
+        reasons_timeout_s=float(scenario.get("reasons_timeout_s", 10.0)),
+    )
+    app = KioskApp(kiosk, tick_s=float(scenario.get("tick_s", 0.1)))
+    harness = Harness(app, kiosk, scenario, result_path)
+    app.bind(on_start=harness.start)
+    try:
+        app.run()
+    finally:
+        kiosk.stop()
+    if not harness.done:
+        harness.errors.append("the app stopped before the scenario finished")
+        harness.finish()
+    return 0 if not harness.errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

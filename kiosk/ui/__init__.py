@@ -1,0 +1,1 @@
+"""The kiosk's Kivy touchscreen: thin screens drawing `KioskSession.view()`, forwarding touches."""

@@ -1,0 +1,336 @@
+"""The Kivy app of the terminal: draws the session's view, forwards touches, keys and timers."""
+
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kivy.app import App
+from kivy.clock import Clock
+from kivy.core.window import Window
+from kivy.graphics import Color, Line
+from kivy.metrics import mm
+from kivy.uix.floatlayout import FloatLayout
+from kivy.uix.screenmanager import NoTransition, ScreenManager
+
+from kiosk.main import Kiosk
+from kiosk.session import Screen
+from kiosk.ui import theme
+from kiosk.ui.i18n import tr
+from kiosk.ui.screens import SCREENS, KioskScreen, ReasonsScreen
+from kiosk.ui.widgets import Badge, Keypad, Targets
+
+log = logging.getLogger(__name__)
+
+BADGE_GAP_S = 1.0  # a badge reader types a whole number faster than this between keys
+OFFLINE_GRACE_S = 3.0  # no offline badge while the first connection is still being made
+SETUP_IDLE_S = 120.0  # the setup screen closes by itself
+_DIGIT_KEYS = {**{48 + d: str(d) for d in range(10)}, **{256 + d: str(d) for d in range(10)}}
+_ENTER_KEYS = (13, 271)
+
+
+class KioskApp(App):  # type: ignore[misc]
+    """The touchscreen of one terminal; all behaviour lives in `KioskSession`."""
+
+    title = "WindowRate"
+
+    def __init__(self, kiosk: Kiosk, *, tick_s: float = 0.1, **kwargs: Any) -> None:
+        """Create the app for `kiosk` (call `run()` to open the window)."""
+        super().__init__(**kwargs)
+        self.kiosk = kiosk
+        self.session = kiosk.session
+        self.tick_s = tick_s
+        self.targets: Targets = {}
+        self.screen_history: list[str] = []
+        self.unit = 1.0
+        self.setup_enabled = kiosk.settings.setup_pin is not None
+        self.touch_enabled = kiosk.settings.touch
+        self.screens: dict[str, KioskScreen] = {}
+        self.keypad: Keypad | None = None
+        self.redraw_pending = False
+        self.setup_open = False
+        self._setup_since = 0.0
+        self._shown: str | None = None
+        self._lang = self.session.view().language
+        self._reasons_deadline = 0.0
+        self._identify = False
+        self._blink_on = False
+        self._badge_digits = ""
+        self._badge_last = 0.0
+        self._started = time.monotonic()
+        kiosk.dispatch = self.call_soon
+
+    # --- thread-safe entry points ---
+
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the UI thread at the next frame (safe from any thread)."""
+        Clock.schedule_once(lambda _dt: fn(), 0)
+
+    def request_redraw(self) -> None:
+        """The session changed (any thread): redraw at the next frame."""
+        if not self.redraw_pending:
+            self.redraw_pending = True
+            Clock.schedule_once(self.redraw, 0)
+
+    # --- building ---
+
+    def build(self) -> Any:
+        """Create the screens, the offline badge and the identify border."""
+        theme.register_font()
+        Window.clearcolor = theme.BACKGROUND
+        # Sizes are designed for 1024×600 (7"); either orientation scales from that.
+        long_side, short_side = max(Window.size), min(Window.size)
+        self.unit = min(long_side / 1024, short_side / 600)
+        u = self.unit
+        root = FloatLayout()
+        self.manager = ScreenManager(transition=NoTransition())
+        for cls in SCREENS:
+            screen = cls(self)
+            self.screens[screen.name] = screen
+            self.manager.add_widget(screen)
+        root.add_widget(self.manager)
+        self.badge = Badge(font_size=u * 20, pos_hint={"right": 0.99, "y": 0.012}, opacity=0)
+        root.add_widget(self.badge)
+        with root.canvas.after:
+            self._identify_color = Color(*theme.IDENTIFY[:3], 0)
+            self._identify_line = Line(rectangle=(0, 0, 10, 10), width=u * 6)
+        root.bind(size=self._frame, pos=self._frame)
+        return root
+
+    def _frame(self, root: Any, *_: Any) -> None:
+        """Keep the identify border on the window's edge."""
+        w = self._identify_line.width
+        self._identify_line.rectangle = (
+            root.x + w,
+            root.y + w,
+            root.width - 2 * w,
+            root.height - 2 * w,
+        )
+
+    def on_start(self) -> None:
+        """Start the timers, the keyboard (badge reader) and the broker connection."""
+        self.session.on_change = self.request_redraw
+        Clock.schedule_interval(lambda _dt: self.session.tick(), self.tick_s)
+        Clock.schedule_interval(self._each_second, 1.0)
+        Clock.schedule_interval(self._blink, 0.35)
+        Clock.schedule_interval(self._reasons_tick, 0.25)
+        Window.bind(on_key_down=self._on_key_down)
+        self.kiosk.start()
+        self.redraw()
+        Clock.schedule_once(self._check_key_size, 2.0)
+
+    def _check_key_size(self, _dt: float) -> None:
+        """Warn when the laid-out rating keys are under MIN_TARGET_MM (wrong dpi, tiny screen)."""
+        need = mm(theme.MIN_TARGET_MM)
+        sizes = [min(b.size) for b in self._rating_buttons()]
+        log.info(
+            "window %sx%s; %s mm = %.0f px", Window.width, Window.height, theme.MIN_TARGET_MM, need
+        )
+        if self._shown == Screen.RATING.value and sizes and min(sizes) < need:
+            log.warning("rating keys are %.0f px, under %s mm", min(sizes), theme.MIN_TARGET_MM)
+
+    def on_stop(self) -> None:
+        """Disconnect and close the outbox."""
+        self.kiosk.stop()
+
+    # --- drawing ---
+
+    def redraw(self, *_: Any) -> None:
+        """Draw the session's view on the screen it names."""
+        self.redraw_pending = False
+        view = self.session.view()
+        name = "setup" if self.setup_open else view.screen.value
+        if name == Screen.REASONS.value and self._shown != name:
+            self._reasons_deadline = time.monotonic() + self.session.reasons_timeout_s
+            screen = self.screens[name]
+            assert isinstance(screen, ReasonsScreen)
+            screen.reset()
+        self.screens[name].update(view)
+        if self._shown != name:
+            if self.keypad is not None and name != "setup":
+                self.keypad.close()
+                self.keypad = None
+            self.manager.current = name
+            self._shown = name
+            self.screen_history.append(name)
+            log.info("screen %s", name)
+        self._lang = view.language
+        self._identify = view.identify
+        self._refresh_badge()
+
+    @property
+    def shown(self) -> str | None:
+        """The screen on display."""
+        return self._shown
+
+    def _rating_buttons(self) -> list[Any]:
+        """The rating keys now on the rating screen."""
+        return [w for k, w in self.targets.items() if k.startswith("rating.")]
+
+    def _each_second(self, _dt: float) -> None:
+        """Refresh the offline badge and close an idle setup screen."""
+        self._refresh_badge()
+        if self.setup_open and time.monotonic() - self._setup_since > SETUP_IDLE_S:
+            self.close_setup()
+
+    def _refresh_badge(self) -> None:
+        """Show "离线 · n 条待发送" while the broker is unreachable."""
+        offline = not self.kiosk.connected and time.monotonic() - self._started > OFFLINE_GRACE_S
+        if offline:
+            self.badge.text = tr(self._lang, "offline", n=self.kiosk.outbox.backlog())
+        self.badge.opacity = 1 if offline else 0
+
+    @property
+    def offline_shown(self) -> bool:
+        """True while the offline badge is visible."""
+        return bool(self.badge.opacity > 0)
+
+    def _blink(self, _dt: float) -> None:
+        """Flash the border (two alternating colours) while the centre asks for identification."""
+        self._blink_on = not self._blink_on
+        rgb = theme.IDENTIFY if self._blink_on else theme.OKABE_ITO["orange"]
+        self._identify_color.rgba = (*rgb[:3], 1.0 if self._identify else 0.0)
+
+    def _reasons_tick(self, _dt: float) -> None:
+        """Count down on the reasons screen."""
+        if self._shown == Screen.REASONS.value:
+            screen = self.screens[Screen.REASONS.value]
+            assert isinstance(screen, ReasonsScreen)
+            screen.tick()
+
+    # --- touches from the screens ---
+
+    def rate(self, level: int) -> None:
+        """A rating key was touched."""
+        result = self.session.press(level, "touch")
+        if not result.accepted:
+            log.info("touch on level %d refused: %s", level, result.refusal)
+
+    def submit_reasons(self, codes: list[str]) -> None:
+        """The person confirmed the follow-up reasons (possibly none)."""
+        self.session.choose_reasons(codes)
+
+    def reasons_left_s(self) -> float:
+        """Seconds until the reasons screen submits by itself (the session's tick does it)."""
+        return max(0.0, self._reasons_deadline - time.monotonic())
+
+    # --- the clerk: keypad, badge reader, setup ---
+
+    def open_staff_keypad(self) -> None:
+        """Open the keypad to log in (or out)."""
+        view = self.session.view()
+        lang = view.language
+        extra = None
+        subtitle = ""
+        if view.staff is not None:
+            extra = ("logout", tr(lang, "keypad_logout"), self.session.logout)
+            subtitle = tr(lang, "logged_in_as", staff=view.staff)
+        self._open_keypad(
+            Keypad(
+                lang=lang,
+                title=tr(lang, "keypad_login"),
+                subtitle=subtitle,
+                on_submit=self._keypad_login,
+                targets=self.targets,
+                unit=self.unit,
+                extra=extra,
+            )
+        )
+
+    def _keypad_login(self, staff: str) -> str | None:
+        """Log in from the keypad; return an error text to show, or None."""
+        if not self.kiosk.staff_known(staff):
+            return tr(self._lang, "unknown_staff")
+        self.session.login(staff)
+        return None
+
+    def open_setup(self) -> None:
+        """Ask for the setup PIN."""
+        lang = self._lang
+        self._open_keypad(
+            Keypad(
+                lang=lang,
+                title=tr(lang, "keypad_pin"),
+                on_submit=self._check_pin,
+                targets=self.targets,
+                unit=self.unit,
+                masked=True,
+            )
+        )
+
+    def _check_pin(self, pin: str) -> str | None:
+        """Open the setup screen if `pin` is right."""
+        secret = self.kiosk.settings.setup_pin
+        if secret is None or not hmac.compare_digest(pin, secret.get_secret_value()):
+            log.warning("wrong setup PIN entered")
+            return tr(self._lang, "wrong_pin")
+        self.setup_open = True
+        self._setup_since = time.monotonic()
+        Clock.schedule_once(self.redraw, 0)
+        return None
+
+    def close_setup(self) -> None:
+        """Leave the setup screen."""
+        self.setup_open = False
+        self.redraw()
+
+    def setup_rows(self, lang: str) -> list[tuple[str, str]]:
+        """Device, hall, window, broker, user, connection, backlog, last seq, mode, scale."""
+        s = self.kiosk.settings
+        view = self.session.view()
+        state = "setup_connected" if self.kiosk.connected else "setup_disconnected"
+        return [
+            (tr(lang, "setup_device"), s.device),
+            (tr(lang, "setup_hall"), s.hall),
+            (tr(lang, "setup_window"), view.window),
+            (
+                tr(lang, "setup_broker"),
+                f"{s.mqtt.host}:{s.mqtt.port}" + (" (TLS)" if s.mqtt.tls_ca else ""),
+            ),
+            (tr(lang, "setup_user"), s.mqtt.username or "—"),
+            (tr(lang, "setup_state"), tr(lang, state)),
+            (tr(lang, "setup_backlog"), str(self.kiosk.outbox.backlog())),
+            (tr(lang, "setup_seq"), str(self.kiosk.outbox.last_seq())),
+            (tr(lang, "setup_mode"), tr(lang, f"mode_{self.session.config.prompt_mode}")),
+            (tr(lang, "setup_scale"), str(view.scale)),
+        ]
+
+    def _open_keypad(self, pad: Keypad) -> None:
+        """Show `pad` on top of everything."""
+        if self.keypad is not None:
+            self.keypad.close()
+        self.keypad = pad
+        pad.bind(on_dismiss=lambda _p: self._keypad_closed(pad))
+        pad.open(animation=False)
+
+    def _keypad_closed(self, pad: Keypad) -> None:
+        """Forget a closed keypad."""
+        if self.keypad is pad:
+            self.keypad = None
+
+    def _on_key_down(self, _win: Any, key: int, _scancode: int, _text: Any, _mods: Any) -> bool:
+        """A badge reader types the staff number and Enter: log that clerk in."""
+        now = time.monotonic()
+        if now - self._badge_last > BADGE_GAP_S:
+            self._badge_digits = ""
+        self._badge_last = now
+        if key in _DIGIT_KEYS:
+            self._badge_digits = (self._badge_digits + _DIGIT_KEYS[key])[-32:]
+            return True
+        if key in _ENTER_KEYS:
+            staff, self._badge_digits = self._badge_digits, ""
+            if staff:
+                self.badge_login(staff)
+            return True
+        return False
+
+    def badge_login(self, staff: str) -> None:
+        """Log in the clerk whose badge was read."""
+        if not self.kiosk.staff_known(staff):
+            log.warning("badge %s is not on this window's staff list", staff)
+            return
+        log.info("badge login %s", staff)
+        self.session.login(staff)
+        if self.keypad is not None:
+            self.keypad.close()
