@@ -20,6 +20,8 @@ from kiosk.publisher import Publisher
 from kiosk.recorder import Identity, Recorder
 from kiosk.session import KioskSession
 from kiosk.settings import KioskSettings
+from kiosk.voice import VoicePrompts
+from kiosk.watchdog import SystemdNotifier
 from protocol.messages import Command, DeviceConfig
 
 log = logging.getLogger(__name__)
@@ -126,6 +128,9 @@ class Kiosk:
             on_thanks=self._on_thanks,
         )
         self.gpio: Any = None
+        # Spoken prompt and thank-you: the app sets `play` (Kivy SoundLoader on the UI thread).
+        self.voice = VoicePrompts(self.data_dir / "voice") if settings.voice else None
+        self.play: Callable[[Path], None] | None = None
         self._started = False
         self._stopped = False
 
@@ -139,6 +144,24 @@ class Kiosk:
         self.publisher.start()
         if self.settings.gpio_file is not None:
             self.gpio = self._open_gpio(self.settings.gpio_file)
+        if self.voice is not None:
+            threading.Thread(target=self._make_voice, name="voice", daemon=True).start()
+
+    def _make_voice(self) -> None:
+        """Make the spoken prompts with espeak-ng if missing (a hall's own recordings win)."""
+        assert self.voice is not None
+        try:
+            self.voice.generate()
+        except (RuntimeError, OSError) as exc:
+            log.warning("voice prompts unavailable, staying silent: %s", exc)
+
+    def say(self, kind: str) -> None:
+        """Play the `prompt` or `thanks` recording in the configured language, if enabled."""
+        if self.voice is None or self.play is None:
+            return
+        path = self.voice.path(kind, self.session.config.language)
+        if path is not None:
+            self.dispatch(lambda: self.play(path) if self.play else None)
 
     def stop(self) -> None:
         """Release the pins, say offline, disconnect and close the outbox (safe to call twice)."""
@@ -175,13 +198,16 @@ class Kiosk:
 
     def button_prompt(self) -> None:
         """The clerk's prompt button (gpiozero's thread)."""
-        if not self.session.prompt():
+        if self.session.prompt():
+            self.say("prompt")
+        else:
             log.info("prompt button ignored (paused or asking reasons)")
 
     def _on_thanks(self) -> None:
-        """Pulse the thank-you output of the button panel (any thread)."""
+        """Pulse the thank-you output of the button panel and say thanks (any thread)."""
         if self.gpio is not None:
             self.gpio.thanks()
+        self.say("thanks")
 
     def _on_config(self, config: DeviceConfig) -> None:
         """A retained config (paho's thread): cache it, apply it on the UI thread."""
@@ -216,7 +242,9 @@ class Kiosk:
         """Run `prompt`, `pause`, `resume` or `identify`."""
         log.info("command %s (%s)", cmd.cmd, cmd.id)
         if cmd.cmd == "prompt":
-            if not self.session.prompt(cmd.ticket, cmd.item, cmd.staff):
+            if self.session.prompt(cmd.ticket, cmd.item, cmd.staff):
+                self.say("prompt")
+            else:
                 log.info("prompt %s ignored (paused or asking reasons)", cmd.id)
         elif cmd.cmd == "pause":
             self.pause()
@@ -254,7 +282,9 @@ def prepare_kivy(*, fullscreen: bool, size: tuple[int, int] | None = None) -> No
     from kivy.config import Config
 
     Config.set("kivy", "exit_on_escape", "0")
-    Config.set("input", "mouse", "mouse,disable_multitouch")
+    if not fullscreen:  # a desktop window; on the Pi the input providers come from
+        # deploy/pi/kivy-config.ini (mtdev only: a mouse provider would double every touch)
+        Config.set("input", "mouse", "mouse,disable_multitouch")
     Config.set("graphics", "fullscreen", "auto" if fullscreen else "0")
     Config.set("graphics", "show_cursor", "0" if fullscreen else "1")
     if size is not None:
@@ -278,6 +308,11 @@ def run(settings: KioskSettings) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # systemd: READY once the window runs, then a watchdog ping from the UI loop itself,
+    # so a hung UI (not just a dead process) gets the terminal restarted.
+    notifier = SystemdNotifier()
+    KivyClock.schedule_once(lambda _dt: notifier.ready(), 0)
+    KivyClock.schedule_interval(lambda _dt: notifier.ping(), (notifier.interval_s() or 30) / 2)
     try:
         app.run()
     finally:

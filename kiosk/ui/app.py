@@ -116,6 +116,7 @@ class KioskApp(App):  # type: ignore[misc]
         Clock.schedule_interval(self._blink, 0.35)
         Clock.schedule_interval(self._reasons_tick, 0.25)
         Window.bind(on_key_down=self._on_key_down)
+        self.kiosk.play = self._play
         self.kiosk.start()
         self.redraw()
         Clock.schedule_once(self._check_key_size, 2.0)
@@ -129,6 +130,17 @@ class KioskApp(App):  # type: ignore[misc]
         )
         if self._shown == Screen.RATING.value and sizes and min(sizes) < need:
             log.warning("rating keys are %.0f px, under %s mm", min(sizes), theme.MIN_TARGET_MM)
+
+    def _play(self, path: Any) -> None:
+        """Play a voice recording (UI thread); silent where there is no audio device."""
+        from kivy.core.audio import SoundLoader
+
+        sound = SoundLoader.load(str(path))
+        if sound is None:
+            log.info("cannot play %s (no audio device?)", path)
+            return
+        self._sound = sound  # keep a reference while it plays
+        sound.play()
 
     def on_stop(self) -> None:
         """Disconnect and close the outbox."""
