@@ -113,6 +113,7 @@ def run_kiosk(
             "WR_KIOSK_HALL": HALL,
             "WR_KIOSK_DEVICE": DEVICE,
             "WR_KIOSK_TRUST_WALL_CLOCK": "true",
+            "SDL_AUDIODRIVER": "dummy",  # voice prompts play into SDL's null device
         }
     )
     e.update(env or {})
@@ -190,6 +191,7 @@ def test_follow_up_reasons_reach_the_broker(
         broker.port,
         [
             {"publish_config": config(reasons=REASONS, repeat_interval_s=0)},
+            {"wait": 1.5},  # voice prompts are made in the background at start
             {"touch": 2},
             {"expect_screen": "reasons"},
             {"check_targets": True},
@@ -209,6 +211,8 @@ def test_follow_up_reasons_reach_the_broker(
         reasons_timeout_s=2.0,
     )
     assert [r["reasons"] for r in result["outbox"]] == [["waiting"], []]
+    log_text = (tmp_path / "kiosk.log").read_text(errors="replace")
+    assert "playing" in log_text and "thanks-zh.wav" in log_text  # the spoken thank-you
     ratings = wait_until(lambda: len(listener.of("rating")) == 2 and listener.of("rating"), 10)
     by_seq = {r["seq"]: r for r in ratings}
     assert by_seq[1]["level"] == 2 and by_seq[1]["reasons"] == ["waiting"]

@@ -140,6 +140,7 @@ class KioskApp(App):  # type: ignore[misc]
             log.info("cannot play %s (no audio device?)", path)
             return
         self._sound = sound  # keep a reference while it plays
+        log.info("playing %s", path)
         sound.play()
 
     def on_stop(self) -> None:
