@@ -143,6 +143,9 @@ def gateway_gaps(as_json: bool) -> None:
 @click.option("--mqtt-host", default="127.0.0.1", show_default=True)
 @click.option("--mqtt-port", default=1883, show_default=True)
 @click.option("--seed", type=int, default=None)
+@click.option(
+    "--serial", is_flag=True, help="Each kiosk: a simulated button board on a pty plus the bridge."
+)
 def simulate(
     hall: str,
     kiosks: int,
@@ -154,6 +157,7 @@ def simulate(
     mqtt_host: str,
     mqtt_port: int,
     seed: int | None,
+    serial: bool,
 ) -> None:
     """Run virtual kiosks, each with its own outbox and MQTT connection."""
     from kiosk.simulator import SimulationSpec, run_simulation
@@ -170,8 +174,57 @@ def simulate(
         seed=seed,
         mqtt=MqttSettings(host=mqtt_host, port=mqtt_port),
     )
-    ok = run_simulation(spec, stop)
+    if serial:
+        from firmware_bridge.board_sim import run_serial_simulation
+
+        ok = run_serial_simulation(spec, stop)
+    else:
+        ok = run_simulation(spec, stop)
     sys.exit(0 if ok else 3)
+
+
+@main.command()
+@click.option("--port", default=None, help="Serial port, e.g. /dev/serial/by-id/usb-…")
+@click.option("--hall", default=None, help="Hall id.")
+@click.option("--device", default=None, help="Device id.")
+@click.option("--window", default=None, help="Window until the centre's config arrives.")
+@click.option("--scale", type=int, default=None, help="Keys until the centre's config arrives.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None)
+@click.option("--mqtt-host", default=None)
+@click.option("--mqtt-port", type=int, default=None)
+@click.option("--metrics-port", type=int, default=None, help="Prometheus port (0: off).")
+def bridge(
+    port: str | None,
+    hall: str | None,
+    device: str | None,
+    window: str | None,
+    scale: int | None,
+    data_dir: Path | None,
+    mqtt_host: str | None,
+    mqtt_port: int | None,
+    metrics_port: int | None,
+) -> None:
+    """Feed a serial button board into the kiosk core (options override WR_BRIDGE_* variables)."""
+    from pydantic import ValidationError
+
+    from firmware_bridge.bridge import run_bridge
+    from firmware_bridge.settings import load_settings
+
+    try:
+        settings = load_settings(
+            port=port,
+            hall=hall,
+            device=device,
+            window=window,
+            scale=scale,
+            data_dir=data_dir,
+            metrics_port=metrics_port,
+            mqtt_host=mqtt_host,
+            mqtt_port=mqtt_port,
+        )
+    except ValidationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    run_bridge(settings, _stop_on_signals())
 
 
 @main.command()

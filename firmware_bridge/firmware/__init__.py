@@ -1,0 +1,1 @@
+"""Reference firmware of the button board (MicroPython); importable on CPython for tests."""
