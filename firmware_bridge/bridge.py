@@ -13,8 +13,10 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import serial
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
@@ -300,6 +302,7 @@ class Bridge:
         self._last_hello = -1e9
         self._next_heartbeat = 0.0
         self._last_open_error = ""
+        self.on_board_change: Callable[[], None] | None = None
 
     # --- public ---
 
@@ -560,6 +563,8 @@ class Bridge:
         ).set(1)
         self.metrics.connected.set(1)
         self._board = info
+        if self.on_board_change is not None:
+            self.on_board_change()
         if info.buttons != self.recorder.identity.scale:
             log.warning(
                 "board %s has %d buttons, window scale is %d",
@@ -577,6 +582,8 @@ class Bridge:
         self._board_pending = 0
         self.metrics.connected.set(0)
         self.metrics.board_info.clear()
+        if self.on_board_change is not None:
+            self.on_board_change()
 
     def _on_press(self, frame_seq: int, press: Press) -> None:
         """Record a press exactly once, in board order; ACK only after the outbox commit."""
@@ -685,9 +692,11 @@ class BridgeService:
             version=VERSION,
             on_config=self._on_config,
             on_command=self._on_command,
+            status_extra=self._board_status,
         )
         self.recorder = Recorder(self.outbox, identity, self.clock, self.publisher.wake)
         self.bridge = Bridge(settings, self.recorder, self.outbox)
+        self.bridge.on_board_change = self.publisher.publish_status
         self._http: object | None = None
 
     def start(self) -> None:
@@ -707,6 +716,18 @@ class BridgeService:
         shutdown = getattr(self._http, "shutdown", None)
         if shutdown is not None:
             shutdown()
+
+    def _board_status(self) -> dict[str, Any]:
+        """The board part of the device's retained status."""
+        st = self.bridge.state()
+        board: dict[str, Any] = {"connected": st.connected}
+        if st.board is not None:
+            board.update(
+                id=st.board.ident[:64],
+                firmware=st.board.firmware[:64] or None,
+                buttons=st.board.buttons if 1 <= st.board.buttons <= 8 else None,
+            )
+        return {"board": board}
 
     def _on_config(self, config: DeviceConfig) -> None:
         """The centre's retained config (paho's thread)."""

@@ -87,6 +87,12 @@ def status_line(st: DeviceStatus, received_ns: int) -> str:
         fields.append(f"clock_synced={_bool(st.clock_synced)}")
     if st.version is not None:
         fields.append(f"version={_str(st.version)}")
+    if st.board is not None:
+        fields.append(f"board_connected={_bool(st.board.connected)}")
+        if st.board.id is not None:
+            fields.append(f"board_id={_str(st.board.id)}")
+        if st.board.firmware is not None:
+            fields.append(f"board_firmware={_str(st.board.firmware)}")
     return (
         f"device_status,device={_tag(st.device)},hall={_tag(st.hall)} "
         f"{','.join(fields)} {received_ns}"

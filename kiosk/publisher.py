@@ -40,6 +40,7 @@ class Publisher:
         version: str = "0.1.0",
         on_config: Callable[[DeviceConfig], None] | None = None,
         on_command: Callable[[Command], None] | None = None,
+        status_extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         """Prepare the publisher; call start() to connect."""
         self.outbox = outbox
@@ -53,6 +54,7 @@ class Publisher:
         self.version = version
         self.on_config = on_config
         self.on_command = on_command
+        self.status_extra = status_extra
         self.paused = False
         self._lock = threading.Lock()
         self._inflight: dict[int, tuple[str, int | str]] = {}
@@ -123,6 +125,11 @@ class Publisher:
                 return True
             time.sleep(0.05)
         return self.outbox.backlog() == 0
+
+    def publish_status(self) -> None:
+        """Publish the status now (something in it changed), if connected."""
+        if self.connected:
+            self._publish_status()
 
     def set_paused(self, paused: bool) -> None:
         """Switch between online and paused and publish the state."""
@@ -230,6 +237,7 @@ class Publisher:
                 "backlog": self.outbox.backlog(),
                 "clock_synced": self.clock.synced(),
                 "version": self.version,
+                **(self.status_extra() if self.status_extra else {}),
             }
         )
         return self._send(

@@ -93,6 +93,15 @@ class ServiceEvent(_Message):
     item: TextStr | None = None
 
 
+class BoardStatus(_Message):
+    """A serial button board behind the device (firmware bridge), as its HELLO described it."""
+
+    connected: bool
+    id: TextStr | None = None
+    firmware: TextStr | None = None
+    buttons: Annotated[int, Field(ge=1, le=8)] | None = None
+
+
 class DeviceStatus(_Message):
     """Retained device state (topic `.../status`); also the Last Will with state offline."""
 
@@ -108,6 +117,7 @@ class DeviceStatus(_Message):
     backlog: Annotated[int, Field(ge=0)] | None = Field(default=None, title="Ratings in the outbox")
     clock_synced: bool | None = None
     version: Annotated[str, StringConstraints(max_length=32)] | None = None
+    board: BoardStatus | None = Field(default=None, title="Serial button board, if any")
 
 
 class ReasonOption(_Message):

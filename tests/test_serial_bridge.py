@@ -469,6 +469,22 @@ def test_cli_bridge_and_simulate_serial(
         board.press(level)
     assert board.wait_idle(20), (tmp_path / "bridge.log").read_text()[-3000:]
     wait_until(lambda: rating_count(influx.url) == 11, 30, what="3 more from the CLI bridge")
+    # The board's state travels in the device's retained status, through the gateway.
+    wait_until(
+        lambda: influx_query(
+            influx.url,
+            'SELECT "board_id", "board_connected" FROM "device_status"'
+            ' WHERE "device" = \'k-0009\' AND "board_connected" = true',
+        ),
+        15,
+        what="board state in device_status",
+    )
+    rows = influx_query(
+        influx.url,
+        'SELECT "board_id", "board_connected" FROM "device_status"'
+        " WHERE \"device\" = 'k-0009' AND \"board_id\" = 'sim-board'",
+    )
+    assert rows and any(v[2] is True for v in rows[0]["values"]), rows
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
     log = (tmp_path / "bridge.log").read_text()
