@@ -615,7 +615,6 @@ class Bridge:
         with self._cfg_lock:
             paused = self.paused
             prompt = self._prompt if self._prompt and self._prompt.until > now else None
-            self._prompt = None
             repeat = (
                 prompt is None
                 and self._last_recorded is not None
@@ -624,6 +623,11 @@ class Bridge:
         if paused:
             self.store.advance(board.ident, board.boot, press.press)
             return AckStatus.PAUSED
+        # A press left half-done by a failed state commit (disk trouble) is settled from its
+        # intent row first, so a retransmission of it is not recorded a second time.
+        self.store.recover(self.outbox.last_seq())
+        if press.press <= self.store.last(board.ident, board.boot):
+            return AckStatus.DUPLICATE
         self.store.begin(board.ident, board.boot, press.press, self.outbox.last_seq())
         try:
             rec = self.recorder.record(
@@ -645,6 +649,10 @@ class Bridge:
             return None
         self.store.commit(board.ident, board.boot, press.press)
         self._last_recorded = now
+        if prompt is not None:  # spent only by a recorded press
+            with self._cfg_lock:
+                if self._prompt is prompt:
+                    self._prompt = None
         log.info(
             "press %d (level %d, try %d) from %s recorded as seq %d",
             press.press,

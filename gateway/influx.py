@@ -58,7 +58,7 @@ class InfluxOutput:
         if resp.status_code == 404:
             self._db_ready = False
             raise InfluxUnavailable(f"database missing: {resp.text[:200]}")
-        if resp.status_code in (400, 413):
+        if resp.status_code in (400, 413, 422):  # 422: 2.x/3.x v1-compat partial write
             raise InfluxRejected(f"{resp.status_code}: {resp.text[:500]}")
         raise InfluxUnavailable(f"write answered {resp.status_code}: {resp.text[:200]}")
 

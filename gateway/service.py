@@ -26,7 +26,7 @@ from gateway.influx import InfluxOutput, InfluxRejected, InfluxUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.validate import Accepted, Rejected, decode
-from protocol.connection import make_client
+from protocol.connection import guarded, make_client
 from protocol.topics import TopicKind, subscription
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ class Gateway:
 
     # --- paho callbacks (network thread) ---
 
+    @guarded
     def _on_connect(
         self, client: mqtt.Client, _u: Any, flags: Any, rc: ReasonCode, _p: Properties | None
     ) -> None:
@@ -144,6 +145,7 @@ class Gateway:
             ]
         )
 
+    @guarded
     def _on_disconnect(
         self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
     ) -> None:
@@ -153,6 +155,7 @@ class Gateway:
         self.metrics.mqtt_connected.set(0)
         log.warning("disconnected from broker: %s", rc)
 
+    @guarded
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         """Queue the message for the writer (blocks when the writer is behind)."""
         try:
@@ -280,7 +283,6 @@ class Gateway:
             points.append((res.line, m))
         self._store_letters(letters)
         refused = self._store_points(points)
-        self._ack(batch)
         for reason in reasons + [r for r, _m in refused]:
             self.metrics.rejected.labels(reason=reason).inc()
         for kind, n in kinds.items():
@@ -293,6 +295,7 @@ class Gateway:
             self.metrics.points_written.labels(kind=kind.value).inc(n)
         self.metrics.duplicates.inc(dups)
         self._remember(fresh)
+        self._ack(batch)  # last: nothing after it may fail and get the batch handled again
 
     def _remember(self, fresh: dict[str, Fingerprint]) -> None:
         """Keep recently stored ids to skip redeliveries without rewriting them."""

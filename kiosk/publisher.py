@@ -13,7 +13,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from kiosk.clock import Clock, resolve_ts
 from kiosk.outbox import Outbox
 from kiosk.recorder import Identity, build_event
-from protocol.connection import MqttSettings, make_client
+from protocol.connection import MqttSettings, guarded, make_client
 from protocol.messages import Command, DeviceConfig, DeviceStatus
 from protocol.topics import Topic, TopicKind
 
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 _RETRY_AFTER_REFUSAL_S = 5.0
 _RETRY_NO_SUBSCRIBER_S = 2.0
+_RECHECK_CLOCK_S = 2.0
 _NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT 5 PUBACK reason code
 
 
@@ -59,7 +60,8 @@ class Publisher:
         self._lock = threading.Lock()
         self._inflight: dict[int, tuple[str, int | str]] = {}
         self._early: dict[int, ReasonCode] = {}
-        self._refused_until: dict[int | str, float] = {}
+        self._refused_until: dict[int | str, float] = {}  # guarded by _lock
+        self._lost_at_ms: int | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -139,6 +141,7 @@ class Publisher:
 
     # --- paho callbacks (network thread) ---
 
+    @guarded
     def _on_connect(
         self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
     ) -> None:
@@ -149,7 +152,10 @@ class Publisher:
         log.info("connected to %s:%s", self.settings.host, self.settings.port)
         # A broker that crashed loses what it acknowledged since its last save: send the
         # ratings acknowledged in the last resend window again (redelivery is idempotent).
-        since = self.clock.wall_ms() - int(self.resend_window_s * 1000)
+        # Measured from when the last connection was lost (the broker may have been down
+        # longer than the window), not from now.
+        lost_at = self._lost_at_ms if self._lost_at_ms is not None else self.clock.wall_ms()
+        since = lost_at - int(self.resend_window_s * 1000)
         again = self.outbox.requeue_acked_since(since)
         if again:
             log.info("re-sending %d recently acknowledged ratings after reconnecting", again)
@@ -158,13 +164,17 @@ class Publisher:
         self._publish_status()
         self._wake.set()
 
+    @guarded
     def _on_disconnect(
         self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
     ) -> None:
         """Note the loss; paho resends unacknowledged QoS 1 messages after reconnecting."""
+        if self._connected.is_set():
+            self._lost_at_ms = self.clock.wall_ms()
         self._connected.clear()
         log.warning("disconnected from broker: %s", rc)
 
+    @guarded
     def _on_publish(
         self, _c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Properties | None
     ) -> None:
@@ -192,14 +202,16 @@ class Publisher:
             return
         if rc.is_failure:
             log.error("broker refused %s %s: %s; kept in the outbox", kind, key, rc)
-            self._refused_until[key] = time.monotonic() + _RETRY_AFTER_REFUSAL_S
+            with self._lock:
+                self._refused_until[key] = time.monotonic() + _RETRY_AFTER_REFUSAL_S
             return
         if rc.value == _NO_MATCHING_SUBSCRIBERS:
             # The broker accepted the message and dropped it: nobody (no gateway) was
             # subscribed. Mosquitto 2.0 does not restore shared subscriptions after a
             # restart, so this happens until the gateway resubscribes. Keep it and retry.
             log.warning("no subscriber took %s %s; kept, retrying", kind, key)
-            self._refused_until[key] = time.monotonic() + _RETRY_NO_SUBSCRIBER_S
+            with self._lock:
+                self._refused_until[key] = time.monotonic() + _RETRY_NO_SUBSCRIBER_S
             self._wake.set()
             return
         if kind == "rating":
@@ -210,6 +222,7 @@ class Publisher:
             self.outbox.delete_event(key)
         self._wake.set()
 
+    @guarded
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         """Validate config and commands from the centre and hand them on."""
         try:
@@ -270,10 +283,11 @@ class Publisher:
             busy_r = {k for kind, k in self._inflight.values() if kind == "rating"}
             busy_e = {k for kind, k in self._inflight.values() if kind == "event"}
             free = self.window - len(busy_r) - len(busy_e)
+            refused = dict(self._refused_until)
         if free <= 0:
             return
-        busy_r |= {k for k, t in self._refused_until.items() if isinstance(k, int) and t > now}
-        busy_e |= {k for k, t in self._refused_until.items() if isinstance(k, str) and t > now}
+        busy_r |= {k for k, t in refused.items() if isinstance(k, int) and t > now}
+        busy_e |= {k for k, t in refused.items() if isinstance(k, str) and t > now}
         for row in self.outbox.pending_ratings(free, {int(k) for k in busy_r}):
             ts, synced = row.ts, row.clock_synced
             if ts is None or synced is None:
@@ -285,7 +299,9 @@ class Publisher:
                     row.press.synced,
                 )
                 if fixed is None:
-                    log.info("holding seq %s until the clock syncs", row.seq)
+                    log.debug("holding seq %s until the clock syncs", row.seq)
+                    with self._lock:  # re-checked later; newer rows are not blocked meanwhile
+                        self._refused_until[row.seq] = time.monotonic() + _RECHECK_CLOCK_S
                     continue
                 ts, synced = fixed
                 self.outbox.fix_ts(row.seq, ts, synced)
@@ -300,8 +316,12 @@ class Publisher:
         self, kind: str, key: int | str, topic: str, payload: str, retain: bool = False
     ) -> mqtt.MQTTMessageInfo:
         """Publish at QoS 1 and remember the mid until its PUBACK (every publish is tracked)."""
-        self._refused_until.pop(key, None)
+        with self._lock:
+            self._refused_until.pop(key, None)
         info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("publish of %s %s not queued (rc %s); retrying later", kind, key, info.rc)
+            return info
         with self._lock:
             early = self._early.pop(info.mid, None)
             if early is None:

@@ -1,7 +1,10 @@
 """How every part reaches the broker: MQTT 5 connection settings and client factory."""
 
+import functools
 import logging
 import ssl
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -10,6 +13,23 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from protocol.topics import DEFAULT_PREFIX
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def guarded(fn: Callable[P, R]) -> Callable[P, R | None]:
+    """Wrap a paho callback: an exception is logged, never allowed to kill paho's thread."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            log.exception("MQTT callback %s failed", fn.__qualname__)
+            return None
+
+    return wrapper
 
 
 class MqttSettings(BaseModel):
@@ -46,6 +66,7 @@ def make_client(
     if settings.tls_ca:
         client.tls_set(ca_certs=settings.tls_ca, tls_version=ssl.PROTOCOL_TLS_CLIENT)
     client.reconnect_delay_set(min_delay=1, max_delay=10)
+    client.suppress_exceptions = True  # and every callback of ours is @guarded too
     if paho_logging:  # off in the gateway's hot path: two log calls per message
         client.enable_logger(logging.getLogger(f"paho.{client_id}"))
     return client

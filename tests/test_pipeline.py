@@ -18,11 +18,19 @@ IDENT = Identity(hall="h1", device="k-0001", window="a01")
 class Kiosk:
     """A kiosk core (outbox, recorder, publisher) on `port`."""
 
-    def __init__(self, path: Path, port: int, clock: object | None = None) -> None:
+    def __init__(
+        self, path: Path, port: int, clock: object | None = None, resend_window_s: float = 60.0
+    ) -> None:
         """Open the outbox and start publishing."""
         self.clock = clock or SystemClock(trust_wall=True)
         self.outbox = Outbox(path)
-        self.publisher = Publisher(self.outbox, IDENT, MqttSettings(port=port), self.clock)  # type: ignore[arg-type]
+        self.publisher = Publisher(
+            self.outbox,
+            IDENT,
+            MqttSettings(port=port),
+            self.clock,  # type: ignore[arg-type]
+            resend_window_s=resend_window_s,
+        )
         self.recorder = Recorder(self.outbox, IDENT, self.clock, self.publisher.wake)  # type: ignore[arg-type]
         self.publisher.start()
 
@@ -209,6 +217,32 @@ def test_broker_crash_after_puback_loses_nothing(tmp_path: Path, influx: Influxd
         broker.start()
         gw.start()
         wait_until(lambda: rating_count(influx.url) == 20, 60)
+        k.close()
+        gw.stop()
+    finally:
+        broker.stop()
+
+
+def test_broker_down_longer_than_the_resend_window_loses_nothing(
+    tmp_path: Path, influx: Influxd
+) -> None:
+    """The resend window counts back from when the connection was lost, not from the
+    reconnect: a broker that crashed and stayed down longer than the window loses nothing."""
+    broker = Mosquitto(tmp_path / "mq", autosave_s=3600)
+    broker.start()
+    try:
+        gw = GatewayProcess(tmp_path / "gw", broker.port, influx.url)
+        gw.start()
+        gw.stop()
+        k = Kiosk(tmp_path / "k.sqlite", broker.port, resend_window_s=2.0)
+        k.rate(5)
+        assert k.publisher.wait_drained(15)
+        broker.kill()
+        wait_until(lambda: not k.publisher.connected, 10)
+        time.sleep(4)  # down twice as long as the window
+        broker.start()
+        gw.start()
+        wait_until(lambda: rating_count(influx.url) == 5, 60)
         k.close()
         gw.stop()
     finally:
