@@ -58,6 +58,7 @@ class Stack:
             WR_SERVER_MQTT__HOST=h,
             WR_SERVER_MQTT__PORT=str(p.mqtt),
             WR_SERVER_INFLUX__URL=f"http://{h}:{p.influx}",
+            WR_SERVER_DATABASE_URL=f"sqlite:///{self.run_dir / 'server' / 'windowrate.db'}",
             WR_SERVER_GATEWAY_METRICS_URLS=f'["http://{h}:{p.metrics}/metrics"]',
         )
 

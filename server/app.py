@@ -1,4 +1,4 @@
-"""FastAPI application: today's board (`/`), its JSON (`/api/today`) and `/health`."""
+"""FastAPI application: today's board (`/`), `/api/today`, `/health`, `/api/registry`."""
 
 import logging
 from collections import Counter
@@ -10,15 +10,18 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from protocol.scales import level_label
+from server.db.engine import Database
 from server.health import HealthReport, check_all
 from server.i18n import Lang, normalize_lang, t
 from server.influx import InfluxClient, InfluxError, WindowCount, day_bounds, today_counts
+from server.registry.router import make_router as registry_router
 from server.settings import ServerSettings, get_settings
 
 log = logging.getLogger(__name__)
@@ -105,13 +108,15 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        """Open the InfluxDB client for the app's lifetime."""
+        """Migrate the registry database and open the InfluxDB client for the app's lifetime."""
+        await run_in_threadpool(app.state.db.upgrade)
         app.state.influx = InfluxClient(cfg.influx)
         log.info("server using InfluxDB %s database %s", cfg.influx.url, cfg.influx.database)
         try:
             yield
         finally:
             app.state.influx.close()
+            app.state.db.close()
 
     app = FastAPI(
         title="WindowRate server",
@@ -120,6 +125,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = cfg
+    app.state.db = Database(cfg.database_url)
+    app.include_router(registry_router())
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     def influx_of(request: Request) -> InfluxClient:

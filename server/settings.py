@@ -28,6 +28,10 @@ class ServerSettings(BaseSettings):
     )
     timezone: str = Field(default="Asia/Shanghai", title="The hall's time zone (IANA name)")
     hall: str | None = Field(default=None, title="Show only this hall (all halls when unset)")
+    database_url: str = Field(
+        default="sqlite:///var/server/windowrate.db",
+        title="Registry database URL (SQLAlchemy; sqlite:/// or postgresql+psycopg://)",
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -1,0 +1,1 @@
+"""Registry database: SQLAlchemy 2 models and Alembic migrations (SQLite or PostgreSQL)."""

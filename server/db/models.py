@@ -1,0 +1,148 @@
+"""Registry models: halls, units (部门), windows, devices, staff and service items."""
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+CODE_LEN = 64
+NAME_LEN = 200
+
+# Deterministic constraint names, so that migrations and models agree on every backend.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Return the current time in UTC."""
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored with its zone and always read back as aware UTC (also from SQLite)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Refuse naive times and store UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return the time as aware UTC."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Base of the registry models."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Hall(Base):
+    """A government service hall (政务服务大厅); `code` is the topic's `{hall}`."""
+
+    __tablename__ = "halls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(CODE_LEN), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+
+
+class Unit(Base):
+    """A department (部门) present in a hall; `code` is unique within the hall."""
+
+    __tablename__ = "units"
+    __table_args__ = (UniqueConstraint("hall_id", "code"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hall_id: Mapped[int] = mapped_column(ForeignKey("halls.id", ondelete="RESTRICT"), index=True)
+    code: Mapped[str] = mapped_column(String(CODE_LEN))
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+
+    hall: Mapped[Hall] = relationship(lazy="joined")
+
+
+class Window(Base):
+    """A service window of a hall, optionally run by one unit; `code` is unique in the hall."""
+
+    __tablename__ = "windows"
+    __table_args__ = (UniqueConstraint("hall_id", "code"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hall_id: Mapped[int] = mapped_column(ForeignKey("halls.id", ondelete="RESTRICT"), index=True)
+    unit_id: Mapped[int | None] = mapped_column(
+        ForeignKey("units.id", ondelete="RESTRICT"), index=True
+    )
+    code: Mapped[str] = mapped_column(String(CODE_LEN))
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+
+    hall: Mapped[Hall] = relationship(lazy="joined")
+    unit: Mapped[Unit | None] = relationship(lazy="joined")
+
+
+class Device(Base):
+    """An evaluator (评价器) in a hall; `code` is the topic's `{device}`, unique everywhere."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(CODE_LEN), unique=True)
+    hall_id: Mapped[int] = mapped_column(ForeignKey("halls.id", ondelete="RESTRICT"), index=True)
+    window_id: Mapped[int | None] = mapped_column(
+        ForeignKey("windows.id", ondelete="RESTRICT"), index=True
+    )
+    test_device: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    hall: Mapped[Hall] = relationship(lazy="joined")
+    window: Mapped[Window | None] = relationship(lazy="joined")
+
+
+class Staff(Base):
+    """A window clerk of a hall; `number` (工号) is unique within the hall."""
+
+    __tablename__ = "staff"
+    __table_args__ = (UniqueConstraint("hall_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hall_id: Mapped[int] = mapped_column(ForeignKey("halls.id", ondelete="RESTRICT"), index=True)
+    unit_id: Mapped[int | None] = mapped_column(
+        ForeignKey("units.id", ondelete="RESTRICT"), index=True
+    )
+    number: Mapped[str] = mapped_column(String(CODE_LEN))
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+
+    hall: Mapped[Hall] = relationship(lazy="joined")
+    unit: Mapped[Unit | None] = relationship(lazy="joined")
+
+
+class ServiceItem(Base):
+    """A service item (事项) of the catalogue; `code` is unique everywhere."""
+
+    __tablename__ = "service_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(CODE_LEN), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
