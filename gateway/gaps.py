@@ -58,41 +58,72 @@ class InfluxQuery:
         self._http.close()
 
 
-def scan(query: InfluxQuery) -> list[DeviceSeqs]:
-    """Return every device whose stored seqs are not exactly 1 … max once each, with details.
+def _sent_through(query: InfluxQuery) -> dict[tuple[str, str], int]:
+    """Per device, the last seq it reports as handed to the broker (status with no backlog)."""
+    out: dict[tuple[str, str], int] = {}
+    for s in query.series(
+        'SELECT last("last_seq") AS last_seq, last("backlog") AS backlog FROM "device_status"'
+        ' GROUP BY "hall", "device"'
+    ):
+        tags = s.get("tags", {})
+        _t, last_seq, backlog = s["values"][0]
+        if last_seq is not None and backlog == 0:
+            out[(tags.get("hall", ""), tags.get("device", ""))] = int(last_seq)
+    return out
 
-    Missing = max − distinct seqs; duplicated = points − distinct seqs. A hole and a
-    repeat therefore never cancel out. Listed seqs are capped at MAX_LISTED per device.
+
+def scan(query: InfluxQuery) -> list[DeviceSeqs]:
+    """Return every device whose stored seqs are not exactly 1 … expected once each, with details.
+
+    Expected is the highest stored seq, or the device's own last seq when its latest status
+    says nothing is waiting in its outbox: so a lost tail is seen too, not only holes.
+    Missing = expected − distinct seqs; duplicated = points − distinct seqs. A hole and a
+    repeat never cancel out. Listed seqs are capped at MAX_LISTED per device.
     """
     bad: list[DeviceSeqs] = []
-    rows = query.series(
+    sent = _sent_through(query)
+    stored: dict[tuple[str, str], tuple[int, int, int]] = {}
+    for s in query.series(
         'SELECT count("seq"), count(distinct("seq")), max("seq") FROM "rating"'
         ' GROUP BY "hall", "device"'
-    )
-    for s in rows:
+    ):
         tags = s.get("tags", {})
-        hall, device = tags.get("hall", ""), tags.get("device", "")
         _t, count, distinct, max_seq = s["values"][0]
-        count, distinct, max_seq = int(count), int(distinct), int(max_seq)
-        if count == distinct == max_seq or not (_SAFE_ID.match(hall) and _SAFE_ID.match(device)):
+        stored[(tags.get("hall", ""), tags.get("device", ""))] = (
+            int(count),
+            int(distinct),
+            int(max_seq),
+        )
+    for key in sorted(set(stored) | set(sent)):
+        hall, device = key
+        count, distinct, max_seq = stored.get(key, (0, 0, 0))
+        expected = max(max_seq, sent.get(key, 0))
+        if count == distinct == expected or not (_SAFE_ID.match(hall) and _SAFE_ID.match(device)):
             continue
         seen: set[int] = set()
         dup: set[int] = set()
-        for part in query.series(
-            f'SELECT "seq" FROM "rating" WHERE "hall" = \'{hall}\' AND "device" = \'{device}\''
-        ):
-            for v in part["values"]:
-                q = int(v[1])
-                (dup if q in seen else seen).add(q)
+        if count:
+            for part in query.series(
+                f'SELECT "seq" FROM "rating" WHERE "hall" = \'{hall}\' AND "device" = \'{device}\''
+            ):
+                for v in part["values"]:
+                    q = int(v[1])
+                    (dup if q in seen else seen).add(q)
         missing: list[int] = []
         q = 1
-        while q <= max_seq and len(missing) < MAX_LISTED:  # bounded even for a huge max
+        while q <= expected and len(missing) < MAX_LISTED:  # bounded even for a huge max
             if q not in seen:
                 missing.append(q)
             q += 1
         bad.append(
             DeviceSeqs(
-                hall, device, count, max_seq, max_seq - distinct, missing, sorted(dup)[:MAX_LISTED]
+                hall,
+                device,
+                count,
+                expected,
+                expected - distinct,
+                missing,
+                sorted(dup)[:MAX_LISTED],
             )
         )
     return bad

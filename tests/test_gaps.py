@@ -401,3 +401,36 @@ def test_kiosk_publishes_each_rating_once(tmp_path: Path, broker: Mosquitto) -> 
         publisher.stop()
         outbox.close()
         spy.close()
+
+
+def test_lost_tail_is_reported_from_the_device_status(
+    tmp_path: Path, broker: Mosquitto, influx: Influxd
+) -> None:
+    """Seqs 3 and 4 never arrive and nothing comes after them: the device's status (last seq
+    4, nothing waiting in its outbox) makes the lost tail visible."""
+    gw = gateway(tmp_path, broker, influx)
+    pub = raw_client(broker.port)
+    publish(pub, rating(1), rating(2))
+    status = {
+        "v": 1,
+        "device": DEVICE,
+        "hall": HALL,
+        "state": "online",
+        "ts": int(time.time() * 1000),
+        "last_seq": 4,
+        "backlog": 0,
+    }
+    pub.publish(f"wr/v1/{HALL}/{DEVICE}/status", json.dumps(status), qos=1).wait_for_publish(5)
+    wait_until(lambda: gw.metrics().get(MISSING_TOTAL) == 2, 30, what="tail of 2 reported")
+    assert missing(gw.metrics()) == 2
+    code, rows, _err = gaps_cli(influx.url)
+    assert code == 1 and rows[0]["missing"] == [3, 4]
+    # While the device still has ratings waiting (backlog > 0), its tail is not counted.
+    status.update(ts=int(time.time() * 1000), last_seq=6, backlog=2)
+    pub.publish(f"wr/v1/{HALL}/{DEVICE}/status", json.dumps(status), qos=1).wait_for_publish(5)
+    publish(pub, rating(3), rating(4))
+    wait_until(lambda: gw.metrics().get(MISSING_TOTAL) == 0, 30, what="gap closed")
+    assert gaps_cli(influx.url)[:2] == (0, [])
+    pub.loop_stop()
+    pub.disconnect()
+    gw.stop()
