@@ -8,9 +8,11 @@ Chinese and English to docs/screenshots/{screen}-{lang}.png.
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -337,6 +339,30 @@ def test_config_over_mqtt_relabels_the_keys_live(
     assert cached["scale"] == 3 and cached["language"] == "en"
 
 
+def silhouette_png(w: int = 120, h: int = 160) -> bytes:
+    """A small placeholder portrait (grey head and shoulders) as PNG, made without Pillow."""
+    rows = []
+    for y in range(h):
+        row = bytearray([0])  # filter byte
+        for x in range(w):
+            head = (x - w / 2) ** 2 + (y - h * 0.36) ** 2 < (w * 0.22) ** 2
+            body = y > h * 0.62 and abs(x - w / 2) < w * 0.42 - (h - y) * 0.3
+            row += bytes((120, 130, 140) if head or body else (225, 232, 240))
+        rows.append(bytes(row))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+        + chunk(b"IEND", b"")
+    )
+
+
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_every_screen_in_both_languages(
     display: str, tmp_path: Path, broker: Mosquitto, listener: Listener, lang: str
@@ -355,6 +381,9 @@ def test_every_screen_in_both_languages(
             "identify",
         )
     }
+    photos = tmp_path / "kiosk" / "photos"
+    photos.mkdir(parents=True)
+    (photos / "0457.png").write_bytes(silhouette_png())  # the clerk's photo on welcome
     cfg = config(
         prompt_mode="per_service",
         language=lang,

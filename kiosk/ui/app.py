@@ -2,6 +2,7 @@
 
 import hmac
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,7 @@ from kiosk.ui.screens import SCREENS, KioskScreen, ReasonsScreen
 from kiosk.ui.widgets import Badge, Keypad, Targets
 
 log = logging.getLogger(__name__)
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 BADGE_GAP_S = 1.0  # a badge reader types a whole number faster than this between keys
 OFFLINE_GRACE_S = 3.0  # no offline badge while the first connection is still being made
@@ -223,6 +225,16 @@ class KioskApp(App):  # type: ignore[misc]
     def submit_reasons(self, codes: list[str]) -> None:
         """The person confirmed the follow-up reasons (possibly none)."""
         self.session.choose_reasons(codes)
+
+    def staff_photo(self, staff: str | None) -> str | None:
+        """The clerk's photo from data_dir/photos/{staff}.png|jpg (provisioned with the roster)."""
+        if staff is None or not _SAFE_NAME.fullmatch(staff):  # staff numbers become file names
+            return None
+        for ext in ("png", "jpg", "jpeg"):
+            path = self.kiosk.data_dir / "photos" / f"{staff}.{ext}"
+            if path.is_file():
+                return str(path)
+        return None
 
     def reasons_left_s(self) -> float:
         """Seconds until the reasons screen submits by itself (the session's tick does it)."""

@@ -7,6 +7,7 @@ from kivy.graphics import Color, RoundedRectangle
 from kivy.uix.anchorlayout import AnchorLayout
 from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.gridlayout import GridLayout
+from kivy.uix.image import Image
 from kivy.uix.label import Label
 from kivy.uix.screenmanager import Screen
 from kivy.uix.widget import Widget
@@ -48,6 +49,9 @@ class Ui(Protocol):
 
     def reasons_left_s(self) -> float:
         """Seconds until the reasons screen submits by itself."""
+
+    def staff_photo(self, staff: str | None) -> str | None:
+        """Path of the clerk's photo, when one is provisioned for this staff number."""
 
 
 def _label(text: str = "", **kwargs: Any) -> Label:
@@ -154,13 +158,28 @@ class WelcomeScreen(KioskScreen):
         body = BoxLayout(orientation="vertical", padding=[u * 40, u * 24], spacing=u * 10)
         self.window = _label(font_size=u * 64, bold=True, size_hint_y=1.3)
         self.window_name = _label(font_size=u * 40, color=theme.MUTED)
-        self.clerk = _label(font_size=u * 34)
+        # One line, as wide as its text (a wrapping label would shrink with its own width).
+        self.clerk = Label(font_size=u * 34, color=theme.INK, size_hint_x=None)
+        self.clerk.bind(texture_size=lambda w, ts: setattr(w, "width", ts[0]))
+        self.photo = Image(fit_mode="contain", size_hint_x=None, width=0, opacity=0)
+        self._pair = BoxLayout(spacing=u * 16, size_hint_x=None)
+        self._pair.add_widget(self.photo)
+        self._pair.add_widget(self.clerk)
+        for w in (self.photo, self.clerk):
+            w.bind(width=self._fit_pair)
+        clerk_row = AnchorLayout(anchor_x="center", size_hint_y=1.6)
+        clerk_row.add_widget(self._pair)
         self.invite = _label(font_size=u * 48, bold=True, color=theme.HEADER, size_hint_y=1.4)
         self.hint = _label(font_size=u * 24, color=theme.MUTED, size_hint_y=0.7)
-        for w in (self.window, self.window_name, self.clerk, self.invite, self.hint):
+        for w in (self.window, self.window_name, clerk_row, self.invite, self.hint):
             body.add_widget(w)
         root.add_widget(body)
         self.add_widget(root)
+
+    def _fit_pair(self, *_: Any) -> None:
+        """Size the photo-and-name row to its content, so it sits centred."""
+        gap = self._pair.spacing if self.photo.width else 0
+        self._pair.width = self.photo.width + gap + self.clerk.width
 
     def update(self, view: View) -> None:
         """Draw `view`."""
@@ -169,6 +188,11 @@ class WelcomeScreen(KioskScreen):
         self.window.text = tr(lang, "window", window=view.window.upper())
         self.window_name.text = view.window_name or ""
         self.clerk.text = _clerk(view)
+        photo = self.ui.staff_photo(view.staff)
+        if photo != (self.photo.source or None):
+            self.photo.source = photo or ""
+            self.photo.width = self.ui.unit * 150 if photo else 0
+            self.photo.opacity = 1 if photo else 0
         self.invite.text = tr(lang, "invite")
         self.hint.text = tr(lang, "welcome_hint")
 
