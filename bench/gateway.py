@@ -133,6 +133,41 @@ def baseline(port: int, files: list[Path], ratings: int) -> float:
     return seconds
 
 
+def paho_ceiling(port: int, files: list[Path], ratings: int) -> float:
+    """Seconds for a paho MQTT 5 consumer that does nothing else: the client's own limit."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    done = threading.Event()
+    count = [0]
+
+    def on_message(_c: mqtt.Client, _u: object, _m: mqtt.MQTTMessage) -> None:
+        count[0] += 1
+        if count[0] >= ratings:
+            done.set()
+
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id="bench-paho",
+        protocol=mqtt.MQTTv5,
+    )
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.subscribe("$share/paho/wr/v1/+/+/rating", qos=1)
+    client.loop_start()
+    time.sleep(1.0)  # subscribed
+    t0 = time.perf_counter()
+    pubs = _publishers(port, files)
+    done.wait(600)
+    seconds = time.perf_counter() - t0
+    _wait_all(pubs, 60)
+    client.disconnect()
+    client.loop_stop()
+    return seconds
+
+
 def _written(ports: list[int]) -> float:
     """Sum of ratings_written_total over the gateways."""
     total = 0.0
@@ -210,6 +245,7 @@ def run_bench(ratings: int = 100_000, connections: int = 10, gateways: int = 1) 
         influx.start()
         files = build_payloads(run, ratings, connections)
         b_seconds = baseline(broker.port, files, ratings)
+        p_seconds = paho_ceiling(broker.port, files, ratings)
         r_seconds, procs = measured(broker.port, influx.url, files, ratings, gateways, run)
         count = _scalar(influx.url, 'SELECT count("seq") FROM "rating"')
         distinct = _scalar(influx.url, 'SELECT count(distinct("id")) FROM "rating"')
@@ -232,4 +268,7 @@ def run_bench(ratings: int = 100_000, connections: int = 10, gateways: int = 1) 
         "duplicates": count - distinct,
         "connections": connections,
         "gateways": gateways,
+        # paho alone (no validation, no InfluxDB): the ceiling DESIGN.md's client sets.
+        "paho_noop_per_s": round(ratings / p_seconds, 1),
+        "paho_noop_ratio": round(ratings / p_seconds / b, 3),
     }
