@@ -92,7 +92,7 @@ class Stack:
         self.mosquitto.start()
         self.influxd.start()
         self._spawn("gateway", ["gateway", "run"])
-        self._spawn("server", ["server"])
+        self._spawn("server", ["server", "run"])
         if kiosks:
             self._spawn(
                 "kiosks",

@@ -1,4 +1,4 @@
-"""FastAPI application: today's board (`/`), `/api/today`, `/health`, `/api/registry`."""
+"""FastAPI application: board (`/`), `/api/today`, `/health`, `/api/auth`, `/api/registry`."""
 
 import logging
 from collections import Counter
@@ -17,6 +17,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from protocol.scales import level_label
+from server.auth.router import make_router as auth_router
 from server.db.engine import Database
 from server.health import HealthReport, check_all
 from server.i18n import Lang, normalize_lang, t
@@ -126,6 +127,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.settings = cfg
     app.state.db = Database(cfg.database_url)
+    app.include_router(auth_router(cfg))
     app.include_router(registry_router())
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 

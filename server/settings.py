@@ -32,6 +32,10 @@ class ServerSettings(BaseSettings):
         default="sqlite:///var/server/windowrate.db",
         title="Registry database URL (SQLAlchemy; sqlite:/// or postgresql+psycopg://)",
     )
+    cookie_secure: bool = Field(
+        default=False, title="Send the login cookies only over HTTPS (set behind TLS)"
+    )
+    session_hours: int = Field(default=12, ge=1, le=24 * 30, title="Login session lifetime")
 
     @field_validator("timezone")
     @classmethod

@@ -1,4 +1,7 @@
-"""Registry tests: migrations, CRUD and CSV import on SQLite and on a real PostgreSQL cluster."""
+"""Registry tests: migrations, CRUD and CSV import on SQLite and on a real PostgreSQL cluster.
+
+The clients log in as an administrator made through the service layer.
+"""
 
 import os
 import pwd
@@ -18,12 +21,17 @@ from sqlalchemy import create_engine, inspect, text
 
 from deploy.services import free_port
 from server.app import create_app
+from server.auth.service import create_user
 from server.db.engine import Database
 from server.db.models import Base
 from server.settings import ServerSettings
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-TABLES = {"halls", "units", "windows", "devices", "staff", "service_items", "alembic_version"}
+TABLES = {
+    "halls", "units", "windows", "devices", "staff", "service_items", "alembic_version",
+    "users", "auth_sessions", "audit_log",
+}  # fmt: skip
+PASSWORD = "correct horse battery"
 CSV = {"content-type": "text/csv"}
 
 
@@ -112,10 +120,27 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return cluster.new_database()
 
 
+def make_user(c: TestClient, username: str, role: str, hall: str | None = None) -> None:
+    """Create a user with PASSWORD in the database of the client's app."""
+    with c.app.state.db.session() as session:  # type: ignore[attr-defined]
+        create_user(session, username, PASSWORD, role, hall)
+        session.commit()
+
+
+def login(c: TestClient, username: str, password: str = PASSWORD) -> Any:
+    """Log in; the client keeps the cookies and sends the CSRF header from then on."""
+    resp = c.post("/api/auth/login", json={"username": username, "password": password})
+    assert resp.status_code == 200, resp.text
+    c.headers["X-CSRF-Token"] = c.cookies["wr_csrf"]
+    return resp.json()
+
+
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
-    """A client of the server app on that database (migrated at start)."""
+    """A client of the server app on that database (migrated at start), logged in as admin."""
     with TestClient(create_app(ServerSettings(database_url=db_url))) as c:
+        make_user(c, "root", "admin")
+        login(c, "root")
         yield c
 
 
@@ -150,7 +175,7 @@ def test_migrations_create_the_schema_matching_the_models(db_url: str) -> None:
         assert set(inspect(db.engine).get_table_names()) >= TABLES
         with db.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
     finally:
         db.close()
 
@@ -161,7 +186,7 @@ def test_default_sqlite_file_is_created(tmp_path: Path, monkeypatch: pytest.Monk
     settings = ServerSettings()
     assert settings.database_url == "sqlite:///var/server/windowrate.db"
     with TestClient(create_app(settings)) as c:
-        assert _ok(c.get("/api/registry/halls")) == []
+        assert c.get("/api/registry/halls").status_code == 401
     assert (tmp_path / "var" / "server" / "windowrate.db").is_file()
 
 

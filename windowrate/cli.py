@@ -227,13 +227,51 @@ def bridge(
     run_bridge(settings, _stop_on_signals())
 
 
-@main.command()
+@main.group()
 def server() -> None:
-    """Run the web server (settings from WR_SERVER_* variables)."""
+    """The web server (settings from WR_SERVER_* variables)."""
+
+
+@server.command("run")
+def server_run() -> None:
+    """Run the web server until stopped."""
     from server.app import run
     from server.settings import get_settings
 
     run(get_settings())
+
+
+@server.command("create-admin")
+@click.option("--username", required=True, help="Login name of the new administrator.")
+def server_create_admin(username: str) -> None:
+    """Create an administrator in the server's database (migrated first).
+
+    The password comes from WR_ADMIN_PASSWORD or is asked twice without echo;
+    at least 12 characters.
+    """
+    from server.auth.service import MIN_PASSWORD, AuthError, create_user
+    from server.db.engine import Database
+    from server.settings import get_settings
+
+    password = os.environ.get("WR_ADMIN_PASSWORD")
+    if password is None:
+        password = click.prompt(
+            "Password", hide_input=True, confirmation_prompt=True, err=True, type=str
+        )
+    if len(password) < MIN_PASSWORD:
+        raise click.ClickException(f"password shorter than {MIN_PASSWORD} characters")
+    db = Database(get_settings().database_url)
+    try:
+        db.upgrade()
+        with db.session() as session:
+            try:
+                create_user(session, username, password, "admin")
+            except AuthError as exc:
+                raise click.ClickException(str(exc)) from exc
+            session.commit()
+    finally:
+        db.close()
+    click.echo(f"administrator {username!r} created")
 
 
 @main.command()

@@ -1,14 +1,16 @@
-"""Registry models: halls, units (部门), windows, devices, staff and service items."""
+"""Registry models: halls, units (部门), windows, devices, staff, service items; users and audit."""
 
 from datetime import UTC, datetime
 
 from sqlalchemy import (
     Boolean,
+    CheckConstraint,
     DateTime,
     ForeignKey,
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
@@ -146,3 +148,55 @@ class ServiceItem(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code: Mapped[str] = mapped_column(String(CODE_LEN), unique=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN))
+
+
+ROLES = ("admin", "office", "hall_manager", "viewer")
+
+
+class User(Base):
+    """A person who logs in; a hall manager (`hall_manager`) has a hall, the others none."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("role IN ('admin', 'office', 'hall_manager', 'viewer')", name="role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(CODE_LEN), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    hall_id: Mapped[int | None] = mapped_column(
+        ForeignKey("halls.id", ondelete="RESTRICT"), index=True
+    )
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    hall: Mapped[Hall | None] = relationship(lazy="joined")
+
+
+class AuthSession(Base):
+    """A login: the SHA-256 of the session cookie's token, its CSRF token and its expiry."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class AuditLog(Base):
+    """One audited action: who (username or None), when, what, on which target, details."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    actor: Mapped[str | None] = mapped_column(String(CODE_LEN))
+    action: Mapped[str] = mapped_column(String(CODE_LEN))
+    target: Mapped[str] = mapped_column(String(NAME_LEN))
+    detail: Mapped[str] = mapped_column(Text, default="")

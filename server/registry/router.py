@@ -4,30 +4,37 @@ Routes per entity (`halls`, `units`, `windows`, `devices`, `staff`, `items`):
 `GET /{entity}` (`?hall=` filters), `POST /{entity}`, `GET|PATCH|DELETE /{entity}/{code}`
 (`/{entity}/{hall}/{code}` for units, windows and staff, whose codes are unique per hall),
 and `POST /{entity}/import?dry_run=true|false` with a CSV body.
-No authentication yet: roles come in the next slice.
+
+Every route needs a login (401 without). Reading is open to every role; writing to
+an admin, and to a hall manager for the units, windows, devices and staff of their
+own hall (403 otherwise). A hall manager sees only their own hall: other halls'
+records are left out of lists and answer 404. Every change is written to the audit log.
 """
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.db.engine import Database
+from server.auth.deps import Principal, SessionDep, UserDep
+from server.auth.service import audit
 from server.registry import schemas as s
 from server.registry.csvimport import import_csv
 from server.registry.service import (
     ENTITIES,
     Entity,
     Key,
+    NotFound,
     RegistryError,
     create_record,
     delete_record,
     get_record,
+    key_of,
     list_records,
     update_record,
 )
@@ -48,14 +55,35 @@ CSV_BODY: dict[str, Any] = {
 }
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """Yield a session of the app's registry database, rolled back if left uncommitted."""
-    db: Database = request.app.state.db
-    with db.session() as session:
-        yield session
+# What a hall manager may change, in their own hall only.
+HALL_MANAGED = frozenset({"units", "windows", "devices", "staff"})
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Not logged in"},
+    403: {"description": "Not allowed for this role, or no X-CSRF-Token header"},
+}
+RESPONSES: dict[int | str, dict[str, Any]] = {**AUTH_ERRORS, **ERRORS}
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+def _may_write(who: Principal, ent: Entity) -> None:
+    """Raise 403 unless `who` may change records of `ent` at all."""
+    if who.is_admin or (who.role == "hall_manager" and ent.name in HALL_MANAGED):
+        return
+    raise HTTPException(status_code=403, detail=f"role {who.role} may not change {ent.name}")
+
+
+def _own_hall_only(who: Principal, hall: Any) -> None:
+    """Raise 403 if a hall manager would write into another hall than their own."""
+    if who.role == "hall_manager" and hall != who.hall:
+        raise HTTPException(status_code=403, detail="hall managers write only in their own hall")
+
+
+def _visible(who: Principal, ent: Entity, out: Any, key: Key) -> None:
+    """Raise NotFound (as if missing) when a hall manager addresses another hall's record."""
+    if who.role != "hall_manager" or ent.name == "items":
+        return
+    hall = out.code if ent.name == "halls" else out.hall
+    if hall != who.hall:
+        raise NotFound(f"no {ent.title} {str(key)!r}")
 
 
 def _error(exc: RegistryError) -> JSONResponse:
@@ -113,36 +141,83 @@ def _add_entity(router: APIRouter, ent: Entity) -> None:
     filter_dep = _no_filter if ent.name == "items" else _hall_filter
     KeyDep = Annotated[Key, Depends(key_dep)]  # noqa: N806
 
-    def list_(session: SessionDep, hall: Annotated[str | None, Depends(filter_dep)]) -> Any:
-        """List the records, ordered by hall and code."""
+    def list_(
+        session: SessionDep, who: UserDep, hall: Annotated[str | None, Depends(filter_dep)]
+    ) -> Any:
+        """List the records, ordered by hall and code (a hall manager's own hall only)."""
+        if who.role == "hall_manager" and ent.name != "items":
+            if hall is not None and hall != who.hall:
+                return []
+            hall = who.hall
         return list_records(session, ent, hall)
 
-    def get(session: SessionDep, key: KeyDep) -> Any:
+    def _read(session: Session, who: Principal, key: Key) -> Any:
+        """Return the record at `key` if `who` may see it, else raise NotFound."""
+        out = get_record(session, ent, key)
+        _visible(who, ent, out, key)
+        return out
+
+    def get(session: SessionDep, who: UserDep, key: KeyDep) -> Any:
         """Return one record."""
-        return _run(session, lambda: get_record(session, ent, key))
+        return _run(session, lambda: _read(session, who, key))
 
-    def create(session: SessionDep, body: Any) -> Any:
+    def create(session: SessionDep, who: UserDep, body: Any) -> Any:
         """Create a record; 409 if its code exists, 422 if a reference is unknown."""
-        return _run(session, lambda: create_record(session, ent, body), status=201)
+        _may_write(who, ent)
+        if ent.hall_scoped or ent.name == "devices":
+            _own_hall_only(who, body.hall)
 
-    def update(session: SessionDep, key: KeyDep, body: Any) -> Any:
+        def act() -> Any:
+            out = create_record(session, ent, body)
+            audit(
+                session,
+                who.username,
+                "registry.create",
+                f"{ent.name}:{key_of(ent, body)}",
+                body.model_dump(mode="json"),
+            )
+            return out
+
+        return _run(session, act, status=201)
+
+    def update(session: SessionDep, who: UserDep, key: KeyDep, body: Any) -> Any:
         """Change the fields given (codes cannot change: delete and create instead)."""
-        return _run(session, lambda: update_record(session, ent, key, body))
+        _may_write(who, ent)
 
-    def delete(session: SessionDep, key: KeyDep) -> Any:
+        def act() -> Any:
+            _read(session, who, key)
+            if "hall" in body.model_fields_set:
+                _own_hall_only(who, body.hall)
+            out = update_record(session, ent, key, body)
+            changes = body.model_dump(mode="json", include=body.model_fields_set)
+            audit(session, who.username, "registry.update", f"{ent.name}:{key}", changes)
+            return out
+
+        return _run(session, act)
+
+    def delete(session: SessionDep, who: UserDep, key: KeyDep) -> Any:
         """Delete a record; 409 while other records refer to it."""
-        return _run(session, lambda: delete_record(session, ent, key), status=204)
+        _may_write(who, ent)
+
+        def act() -> None:
+            _read(session, who, key)
+            delete_record(session, ent, key)
+            audit(session, who.username, "registry.delete", f"{ent.name}:{key}")
+
+        return _run(session, act, status=204)
 
     async def import_(
         request: Request,
         session: SessionDep,
+        who: UserDep,
         dry_run: Annotated[
             bool, Query(description="Only check the rows (default); false writes them")
         ] = True,
     ) -> Any:
         """Check a CSV file row by row; with dry_run=false write all rows or none."""
+        _may_write(who, ent)
         data = await request.body()
-        return await run_in_threadpool(_import, session, ent, data, dry_run)
+        return await run_in_threadpool(_import, session, who, ent, data, dry_run)
 
     # The request bodies' models differ per entity: FastAPI reads them from the annotations.
     create.__annotations__["body"] = ent.create
@@ -150,36 +225,59 @@ def _add_entity(router: APIRouter, ent: Entity) -> None:
     out = ent.out
     router.add_api_route(
         f"/{ent.name}", list_, methods=["GET"], response_model=list[out],  # type: ignore[valid-type]
-        tags=[tag], summary=f"List {ent.name}",
+        responses=AUTH_ERRORS, tags=[tag], summary=f"List {ent.name}",
     )  # fmt: skip
     router.add_api_route(
         f"/{ent.name}", create, methods=["POST"], response_model=out, status_code=201,
-        responses=ERRORS, tags=[tag], summary=f"Create a {ent.title}",
+        responses=RESPONSES, tags=[tag], summary=f"Create a {ent.title}",
     )  # fmt: skip
     router.add_api_route(
         f"/{ent.name}/import", import_, methods=["POST"], response_model=s.ImportResult,
-        responses={422: {"model": s.ImportResult, "description": "A row or the file is invalid"}},
+        responses={
+            **AUTH_ERRORS,
+            422: {"model": s.ImportResult, "description": "A row or the file is invalid"},
+        },
         openapi_extra=CSV_BODY, tags=[tag], summary=f"Import {ent.name} from CSV",
     )  # fmt: skip
     router.add_api_route(
-        item_path, get, methods=["GET"], response_model=out, responses=ERRORS, tags=[tag],
+        item_path, get, methods=["GET"], response_model=out, responses=RESPONSES, tags=[tag],
         summary=f"Get a {ent.title}",
     )  # fmt: skip
     router.add_api_route(
-        item_path, update, methods=["PATCH"], response_model=out, responses=ERRORS, tags=[tag],
+        item_path, update, methods=["PATCH"], response_model=out, responses=RESPONSES, tags=[tag],
         summary=f"Change a {ent.title}",
     )  # fmt: skip
     router.add_api_route(
         item_path, delete, methods=["DELETE"], status_code=204, response_model=None,
-        responses=ERRORS, tags=[tag],
+        responses=RESPONSES, tags=[tag],
         summary=f"Delete a {ent.title}", response_class=Response,
     )  # fmt: skip
 
 
-def _import(session: Session, ent: Entity, data: bytes, dry_run: bool) -> Any:
+def _foreign_rows(who: Principal, ent: Entity, result: s.ImportResult) -> s.ImportResult:
+    """Fail every row of a hall manager's import that is not in their own hall.
+
+    Such a row's other errors are dropped, so that they tell nothing about the other hall.
+    """
+    if who.role != "hall_manager":
+        return result
+    rows = []
+    for row in result.rows:
+        if row.values.get("hall") != who.hall:
+            msg = f"hall managers import only into their own hall {who.hall!r}"
+            row = row.model_copy(
+                update={"ok": False, "errors": [s.FieldError(field="hall", message=msg)]}
+            )
+        rows.append(row)
+    ok = result.ok and all(r.ok for r in rows)
+    written = result.written if ok else 0
+    return result.model_copy(update={"rows": rows, "ok": ok, "written": written})
+
+
+def _import(session: Session, who: Principal, ent: Entity, data: bytes, dry_run: bool) -> Any:
     """Run a CSV import; commit only a valid, non-dry run; 422 with the rows otherwise."""
     try:
-        result = import_csv(session, ent, data, dry_run=dry_run)
+        result = _foreign_rows(who, ent, import_csv(session, ent, data, dry_run=dry_run))
     except RegistryError as exc:
         session.rollback()
         return _error(exc)
@@ -189,6 +287,7 @@ def _import(session: Session, ent: Entity, data: bytes, dry_run: bool) -> Any:
             return JSONResponse(status_code=422, content=result.model_dump(mode="json"))
         return result
     try:
+        audit(session, who.username, "registry.import", ent.name, {"written": result.written})
         session.commit()
     except IntegrityError as exc:
         session.rollback()

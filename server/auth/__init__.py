@@ -1,0 +1,1 @@
+"""Users and roles, login sessions with CSRF protection, login rate limit and the audit log."""
