@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
+import server.cases.models  # noqa: F401  (registers the case tables)
 from server.db.models import Base
 
 config = context.config

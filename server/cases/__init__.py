@@ -1,0 +1,1 @@
+"""Negative-rating cases (差评工单): open by themselves, follow-up workflow, appeals, deadlines."""
