@@ -1,10 +1,12 @@
 """Server settings from the environment (prefix WR_SERVER_, nested with __)."""
 
 import functools
+import json
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from protocol.connection import MqttSettings
 from protocol.storage import InfluxSettings
@@ -36,6 +38,42 @@ class ServerSettings(BaseSettings):
         default=False, title="Send the login cookies only over HTTPS (set behind TLS)"
     )
     session_hours: int = Field(default=12, ge=1, le=24 * 30, title="Login session lifetime")
+    case_deadline_days: int = Field(
+        default=15, ge=1, le=365, title="Working days to follow up a negative rating"
+    )
+    case_poll_s: float = Field(
+        default=1.0, gt=0, le=3600, title="Seconds between scans for new negative ratings"
+    )
+    case_overlap_s: float = Field(
+        default=600, ge=0, le=86400, title="Each scan re-reads this many seconds before its mark"
+    )
+    case_sweep_s: float = Field(
+        default=60, gt=0, le=86400, title="Seconds between wide scans (late ratings, overdue)"
+    )
+    case_lookback_h: float = Field(
+        default=72, gt=0, le=24 * 366, title="Hours a wide scan (and the first scan) reads back"
+    )
+    case_poller: bool = Field(default=True, title="Open cases from InfluxDB in the background")
+    case_webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, title="Webhook URLs for case events (comma-separated or JSON list)"
+    )
+    case_webhook_secret: SecretStr | None = Field(
+        default=None, title="HMAC-SHA256 key of the webhook signature (from env)"
+    )
+    case_webhook_retries: int = Field(
+        default=6, ge=0, le=50, title="Webhook retries after a failed delivery (backoff doubles)"
+    )
+
+    @field_validator("case_webhook_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        """Accept a JSON list or a comma-separated string of URLs."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [u.strip() for u in text.split(",") if u.strip()]
+        return value
 
     @field_validator("timezone")
     @classmethod
