@@ -4,19 +4,20 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocol.scales import SCALES, level_index
 
-ScaleKey = Literal["3", "4", "5"]
+ScaleKey = str  # "3", "4" or "5"
+SCALE_KEYS = ("3", "4", "5")
 Level = Annotated[int, Field(ge=1, le=5)]
 
 
 def _default_index() -> dict[ScaleKey, list[float]]:
     """DESIGN.md: index of a rating = (level − 1) / (scale − 1) × 100, per scale."""
-    return {str(s): [level_index(s, lv) for lv in range(1, s + 1)] for s in SCALES}  # type: ignore[misc]
+    return {str(s): [level_index(s, lv) for lv in range(1, s + 1)] for s in SCALES}
 
 
 class _Section(BaseModel):
@@ -43,9 +44,13 @@ class ScaleRules(_Section):
     @model_validator(mode="after")
     def _complete(self) -> Self:
         """Every scale needs one index per level (0–100) and levels within the scale."""
-        for key in ("3", "4", "5"):
+        for name in ("index", "satisfied", "negative"):
+            unknown = set(getattr(self, name)) - set(SCALE_KEYS)
+            if unknown:
+                raise ValueError(f"{name}: unknown scales {sorted(unknown)}")
+        for key in SCALE_KEYS:
             scale = int(key)
-            idx = self.index.get(key)  # type: ignore[call-overload]
+            idx = self.index.get(key)
             if idx is None or len(idx) != scale or not all(0 <= v <= 100 for v in idx):
                 raise ValueError(f"index of scale {key} needs {scale} values in 0–100")
             for name in ("satisfied", "negative"):
@@ -108,15 +113,15 @@ class Policy(_Section):
 
     def index(self, scale: int, level: int) -> float:
         """Return the 0–100 index of `level` on `scale`."""
-        return self.scales.index[str(scale)][level - 1]  # type: ignore[index]
+        return self.scales.index[str(scale)][level - 1]
 
     def satisfied(self, scale: int, level: int) -> bool:
         """Return True if `level` on `scale` counts as satisfied."""
-        return level in self.scales.satisfied.get(str(scale), [])  # type: ignore[call-overload]
+        return level in self.scales.satisfied.get(str(scale), [])
 
     def negative(self, scale: int, level: int) -> bool:
         """Return True if `level` on `scale` is negative."""
-        return level in self.scales.negative.get(str(scale), [])  # type: ignore[call-overload]
+        return level in self.scales.negative.get(str(scale), [])
 
     def canonical_json(self) -> str:
         """Return the policy as canonical JSON (sorted keys, no spaces, floats as written)."""
