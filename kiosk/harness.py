@@ -9,6 +9,9 @@ scenario's steps from Kivy Clock callbacks, touching the screen with real touch 
     {"reason": "waiting"}             touch a follow-up reason
     {"confirm_reasons": true}         touch the submit key of the reasons screen
     {"keys": "0457\\n"}               type on the keyboard (a badge reader)
+    {"entry": "1884"}                 type on the on-screen keyboard of a setup field
+    {"expect_setup_error": "device"}  the setup form refused that field
+    {"expect_restart": 5}             the setup was saved and the app asks to start again
     {"gpio": 5}                       press and release the GPIO button of level 5 (mock pins)
     {"wait": 1.5}                     let time pass
     {"screenshot": "out/x.png"}       save the window (Window.screenshot)
@@ -32,6 +35,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import sqlite3
@@ -48,6 +52,7 @@ from typing import Any
 log = logging.getLogger("kiosk.harness")
 
 DEFAULT_SIZE = (1024, 600)
+SOFT_GL = re.compile(r"^(libLLVM|swrast_dri|libgallium|kms_swrast_dri)")
 
 
 class Xvfb:
@@ -120,6 +125,21 @@ def memory_kb() -> dict[str, int]:
             if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
                 out[key] = int(value.split()[0])
     return out
+
+
+def rss_by_mapping(top: int = 8) -> dict[str, float]:
+    """The largest resident mappings of this process (file name or [anon]/[heap]), in MB."""
+    totals: dict[str, int] = {}
+    name = "[anon]"
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(maxsplit=6)
+            if head and "-" in head[0] and not head[0].endswith(":"):
+                name = Path(head[5]).name if len(head) > 5 else "[anon]"
+            elif line.startswith("Rss:"):
+                totals[name] = totals.get(name, 0) + int(head[1])
+    biggest = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+    return {k: round(v / 1024, 1) for k, v in biggest}
 
 
 def read_outbox(path: Path) -> tuple[int, list[dict[str, Any]]]:
@@ -321,6 +341,21 @@ class Harness:
             key = 13 if ch == "\n" else ord(ch)
             Window.dispatch("on_key_down", key, 0, None if ch == "\n" else ch, [])
             Window.dispatch("on_key_up", key, 0)
+
+    def step_entry(self, text: str) -> None:
+        """Type `text` by touching the keys of the on-screen keyboard (lower case, digits, ._:-)."""
+        for ch in text:
+            self.touch_widget(self._target(f"entry.key.{ch}"))
+
+    def step_expect_setup_error(self, name: str) -> None:
+        """The setup form refused the field `name` (and shows why)."""
+        form = self.app.setup_form
+        if form is None or name not in form.errors:
+            raise StepFailed(f"no setup error on {name!r}: {form.errors if form else None}")
+
+    def step_expect_restart(self, timeout: float) -> Wait:
+        """The setup was saved and the app asked for a fresh start: the scenario ends there."""
+        return Wait(lambda: bool(self.app.restart_requested), float(timeout), "a restart request")
 
     def step_gpio(self, level: int) -> None:
         """Press and release a GPIO rating button (gpiozero mock pins)."""
@@ -525,6 +560,7 @@ class Harness:
                 return False
             setattr(session, "press", press)  # noqa: B010
             mem = memory_kb()
+            top = rss_by_mapping(top=12)
             lat = sorted(latencies)
             self.bench = {
                 "presses": len(latencies),
@@ -536,6 +572,10 @@ class Harness:
                 "rss_mb": round(mem["VmRSS"] / 1024, 1),
                 "rss_anon_mb": round(mem.get("RssAnon", 0) / 1024, 1),
                 "rss_file_mb": round(mem.get("RssFile", 0) / 1024, 1),
+                "rss_top_mb": top,
+                # Pages of Mesa's software rasteriser (llvmpipe): Xvfb has no GPU; a Pi's
+                # v3d driver does not load LLVM.
+                "rss_software_gl_mb": round(sum(v for k, v in top.items() if SOFT_GL.match(k)), 1),
                 "seconds": round(time.monotonic() - t_start, 1),
             }
             log.info("bench: %s", self.bench)
@@ -574,9 +614,7 @@ class Harness:
         if self.done:
             return
         self.done = True
-        from kiosk.main import OUTBOX_FILE
-
-        last_seq, rows = read_outbox(self.kiosk.data_dir / OUTBOX_FILE)
+        last_seq, rows = read_outbox(self.kiosk.outbox_path)
         result = {
             "ok": not self.errors,
             "errors": self.errors,
@@ -590,6 +628,8 @@ class Harness:
             "targets": self.targets_seen,
             "bench": self.bench,
             "memory_kb": memory_kb(),
+            "restart_requested": self.app.restart_requested,
+            "setup_message": self.app.setup_message(self.app._lang) if self.app.setup_open else "",
         }
         self.result_path.parent.mkdir(parents=True, exist_ok=True)
         self.result_path.write_text(json.dumps(result, ensure_ascii=False, indent=2))
@@ -618,10 +658,11 @@ def main(argv: list[str] | None = None) -> int:
         scenario.get("result") or args.scenario.with_suffix(".result.json")
     )
 
+    from kiosk.local_setup import effective
     from kiosk.main import Kiosk, prepare_kivy
     from kiosk.settings import KioskSettings
 
-    settings = KioskSettings().model_copy(update={"fullscreen": False})
+    settings = effective(KioskSettings()).model_copy(update={"fullscreen": False})
     width, height = scenario.get("size", DEFAULT_SIZE)
     prepare_kivy(fullscreen=False, size=(int(width), int(height)))
     from kiosk.ui.app import KioskApp

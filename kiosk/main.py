@@ -28,6 +28,17 @@ log = logging.getLogger(__name__)
 
 CONFIG_CACHE = "config.json"
 OUTBOX_FILE = "outbox.sqlite"
+IDENTITIES_DIR = "identities"
+
+
+def identity_dir(data_dir: Path, hall: str, device: str) -> Path:
+    """Where one identity's outbox and cached config live: its own `seq` history.
+
+    A terminal re-provisioned as another device must not continue the old device's `seq`
+    (the centre would see a gap), nor restart it if it comes back (it would see repeats).
+    """
+    return Path(data_dir) / IDENTITIES_DIR / f"{hall}.{device}"
+
 
 Dispatch = Callable[[Callable[[], None]], None]
 
@@ -97,7 +108,9 @@ class Kiosk:
         self.settings = settings
         self.data_dir = Path(settings.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path = self.data_dir / CONFIG_CACHE
+        self.state_dir = identity_dir(self.data_dir, settings.hall, settings.device)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.state_dir / CONFIG_CACHE
         self.clock = clock or SystemClock(trust_wall=settings.trust_wall_clock)
         cached = load_cached_config(self.config_path)
         config = cached or default_config(settings)
@@ -109,7 +122,8 @@ class Kiosk:
         identity = Identity(
             hall=settings.hall, device=settings.device, window=config.window, scale=config.scale
         )
-        self.outbox = Outbox(self.data_dir / OUTBOX_FILE)
+        self.outbox_path = self.state_dir / OUTBOX_FILE
+        self.outbox = Outbox(self.outbox_path)
         self.publisher = Publisher(
             self.outbox,
             identity,
@@ -293,8 +307,12 @@ def prepare_kivy(*, fullscreen: bool, size: tuple[int, int] | None = None) -> No
         Config.set("graphics", "resizable", "0")
 
 
-def run(settings: KioskSettings) -> None:
-    """Run the terminal until the window closes, SIGINT or SIGTERM."""
+def run(settings: KioskSettings) -> bool:
+    """Run the terminal until the window closes, SIGINT or SIGTERM; True to start it again.
+
+    The setup screen asks for a fresh start after saving a new identity or broker: the
+    caller then replaces the process (os.execv), so systemd sees the same main PID.
+    """
     prepare_kivy(fullscreen=settings.fullscreen)
     from kivy.clock import Clock as KivyClock
 
@@ -317,3 +335,4 @@ def run(settings: KioskSettings) -> None:
         app.run()
     finally:
         kiosk.stop()
+    return app.restart_requested

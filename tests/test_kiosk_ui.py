@@ -22,6 +22,7 @@ import pytest
 
 from deploy.services import Mosquitto, die_with_parent, free_port
 from kiosk.harness import Xvfb
+from kiosk.main import identity_dir
 from tests.support import CHILDREN, REPO, raw_client, wait_until
 
 HALL, DEVICE = "hz-civic", "k-0042"
@@ -36,6 +37,11 @@ REASONS = [
 ]
 STAFF = [{"staff": "0457", "name": "王芳"}, {"staff": "0458", "name": "李强"}]
 WINDOW_NAME = {"zh": "不动产登记", "en": "Real estate registration"}
+
+
+def state_dir(tmp_path: Path) -> Path:
+    """Where the test device's outbox and cached config live."""
+    return identity_dir(tmp_path / "kiosk", HALL, DEVICE)
 
 
 def config(**changes: Any) -> dict[str, Any]:
@@ -335,7 +341,7 @@ def test_config_over_mqtt_relabels_the_keys_live(
     assert result["labels"] == {"3": "Satisfied", "2": "Fairly satisfied", "1": "Dissatisfied"}
     (rating,) = wait_until(lambda: listener.of("rating"), 10)
     assert rating["scale"] == 3 and rating["level"] == 3
-    cached = json.loads((tmp_path / "kiosk" / "config.json").read_text())
+    cached = json.loads((state_dir(tmp_path) / "config.json").read_text())
     assert cached["scale"] == 3 and cached["language"] == "en"
 
 
@@ -374,6 +380,7 @@ def test_every_screen_in_both_languages(
             "welcome",
             "keypad",
             "setup",
+            "setup_entry",
             "rating5",
             "reasons",
             "thanks",
@@ -412,6 +419,9 @@ def test_every_screen_in_both_languages(
             {"tap": "keypad.ok"},
             {"expect_screen": "setup"},
             {"screenshot": shot["setup"]},
+            {"tap": "setup.host"},
+            {"screenshot": shot["setup_entry"]},
+            {"tap": "entry.cancel"},
             {"tap": "setup.close"},
             {"expect_screen": "welcome"},
             {"publish_cmd": {"cmd": "prompt", "ticket": "A0123", "item": "330100-001"}},
@@ -465,8 +475,8 @@ def test_offline_indicator_counts_ratings_waiting(display: str, tmp_path: Path, 
     """
     env = {"WR_KIOSK_LANGUAGE": "zh"}
     if lang == "en":
-        (tmp_path / "kiosk").mkdir()
-        (tmp_path / "kiosk" / "config.json").write_text(json.dumps(config(language="en")))
+        state_dir(tmp_path).mkdir(parents=True)
+        (state_dir(tmp_path) / "config.json").write_text(json.dumps(config(language="en")))
     result = run_kiosk(
         display,
         tmp_path,
@@ -552,3 +562,62 @@ def test_gpio_button_press_is_a_rating(
     assert row["input"] == "button" and row["level"] == 4
     (rating,) = wait_until(lambda: listener.of("rating"), 10)
     assert rating["input"] == "button"
+
+
+def test_setup_screen_fixes_the_broker_and_nothing_is_lost(
+    display: str, tmp_path: Path, broker: Mosquitto, listener: Listener
+) -> None:
+    """A kiosk set to a wrong port takes a rating offline; the setup screen (PIN) refuses a
+    device change while it waits, saves the right port, restarts, and the rating arrives once."""
+    dead_port = free_port()
+    env = {"WR_KIOSK_SETUP_PIN": "2468", "WR_KIOSK_MQTT__PORT": str(dead_port)}
+    first = run_kiosk(
+        display,
+        tmp_path,
+        dead_port,
+        [
+            {"touch": 4},
+            {"expect_outbox": 1},
+            {"expect_screen": "rating"},
+            {"tap": "setup_button"},
+            *[{"tap": f"keypad.{d}"} for d in "2468"],
+            {"tap": "keypad.ok"},
+            {"expect_screen": "setup"},
+            {"tap": "setup.device"},
+            {"tap": "entry.clear"},
+            {"entry": "k-0099"},
+            {"tap": "entry.ok"},
+            {"tap": "setup.save"},
+            {"expect_setup_error": "device"},
+            {"tap": "setup.device"},
+            {"tap": "entry.clear"},
+            {"entry": DEVICE},
+            {"tap": "entry.ok"},
+            {"tap": "setup.port"},
+            {"tap": "entry.clear"},
+            {"entry": "0"},
+            {"tap": "entry.ok"},
+            {"tap": "setup.save"},
+            {"expect_setup_error": "port"},
+            {"tap": "setup.port"},
+            {"tap": "entry.clear"},
+            {"entry": str(broker.port)},
+            {"tap": "entry.ok"},
+            {"tap": "setup.save"},
+            {"expect_restart": 5},
+        ],
+        env=env,
+        connect=False,
+        thanks_s=0.3,
+    )
+    assert first["restart_requested"] and first["backlog"] == 1
+    saved_path = tmp_path / "kiosk" / "setup.json"
+    saved = json.loads(saved_path.read_text())
+    assert saved == {"hall": HALL, "device": DEVICE, "host": "127.0.0.1", "port": broker.port}
+    assert saved_path.stat().st_mode & 0o777 == 0o600
+    assert listener.of("rating") == []
+    # The restart: the same environment (still the dead port); setup.json wins.
+    second = run_kiosk(display, tmp_path, dead_port, [{"wait_drained": 15}], env=env)
+    assert second["backlog"] == 0 and second["last_seq"] == 1
+    (rating,) = wait_until(lambda: listener.of("rating"), 10)
+    assert rating["level"] == 4 and rating["seq"] == 1

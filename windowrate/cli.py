@@ -311,11 +311,14 @@ def up(
 
 @main.command("kiosk")
 def kiosk_command() -> None:
-    """Run the touchscreen terminal (settings from WR_KIOSK_* variables)."""
+    """Run the touchscreen terminal (WR_KIOSK_* variables, then the setup screen's setup.json)."""
+    from kiosk.local_setup import effective
     from kiosk.main import run
     from kiosk.settings import get_settings
 
-    run(get_settings())
+    if run(effective(get_settings())):
+        logging.getLogger(__name__).warning("restarting the kiosk with its new setup")
+        os.execv(sys.executable, [sys.executable, "-m", "windowrate", *sys.argv[1:]])
 
 
 @main.group()

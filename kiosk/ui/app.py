@@ -15,12 +15,14 @@ from kivy.metrics import mm
 from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.screenmanager import NoTransition, ScreenManager
 
+from kiosk import local_setup
+from kiosk.local_setup import FIELDS, SetupForm
 from kiosk.main import Kiosk
 from kiosk.session import Screen
 from kiosk.ui import theme
 from kiosk.ui.i18n import tr
 from kiosk.ui.screens import SCREENS, KioskScreen, ReasonsScreen
-from kiosk.ui.widgets import Badge, Keypad, Targets
+from kiosk.ui.widgets import Badge, Keypad, Targets, TextEntry
 
 log = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -52,6 +54,10 @@ class KioskApp(App):  # type: ignore[misc]
         self.keypad: Keypad | None = None
         self.redraw_pending = False
         self.setup_open = False
+        self.setup_form: SetupForm | None = None
+        self.entry: TextEntry | None = None
+        self.restart_requested = False
+        self._setup_note = ""
         self._setup_since = 0.0
         self._shown: str | None = None
         self._lang = self.session.view().language
@@ -292,29 +298,108 @@ class KioskApp(App):  # type: ignore[misc]
             return tr(self._lang, "wrong_pin")
         self.setup_open = True
         self._setup_since = time.monotonic()
+        self.setup_form = SetupForm.from_settings(self.kiosk.settings, self.kiosk.outbox.backlog())
+        self._setup_note = ""
         Clock.schedule_once(self.redraw, 0)
         return None
 
     def close_setup(self) -> None:
-        """Leave the setup screen."""
+        """Leave the setup screen, dropping unsaved edits."""
+        if self.entry is not None:
+            self.entry.close()
         self.setup_open = False
+        self.setup_form = None
         self.redraw()
 
+    def edit_setup_field(self, name: str) -> None:
+        """Open the on-screen keyboard for one field of the setup form."""
+        form = self.setup_form
+        if form is None:
+            return
+        self._setup_since = time.monotonic()
+        lang = self._lang
+
+        def done(text: str) -> None:
+            form.set(name, text)
+            self._setup_note = ""
+            self._setup_since = time.monotonic()
+            self.redraw()
+
+        self._open_entry(
+            TextEntry(
+                lang=lang,
+                title=tr(lang, f"setup_{name}"),
+                value=form.values[name],
+                on_submit=done,
+                targets=self.targets,
+                unit=self.unit,
+                masked=name == "password",
+            )
+        )
+
+    def save_setup(self) -> None:
+        """Check the form; save setup.json and restart, or show what to fix."""
+        form = self.setup_form
+        if form is None:
+            return
+        self._setup_since = time.monotonic()
+        form.backlog = self.kiosk.outbox.backlog()
+        setup = form.check()
+        if setup is None:
+            log.warning("setup not saved: %s", form.errors)
+            self.redraw()
+            return
+        try:
+            local_setup.save(self.kiosk.data_dir, setup)
+        except OSError as exc:
+            log.exception("cannot save the setup")
+            self._setup_note = tr(self._lang, "setup_err_save", error=exc.strerror or exc)
+            self.redraw()
+            return
+        log.warning(
+            "setup saved: hall %s, device %s, broker %s:%d; restarting",
+            setup.hall,
+            setup.device,
+            setup.host,
+            setup.port,
+        )
+        self._setup_note = tr(self._lang, "setup_saved")
+        self.redraw()
+        self.restart_requested = True
+        Clock.schedule_once(lambda _dt: self.stop(), 0.3)
+
+    def setup_message(self, lang: str) -> str:
+        """The first error of the form, or the save's outcome."""
+        form = self.setup_form
+        if form is not None:
+            for name in FIELDS:
+                key = form.errors.get(name)
+                if key is not None:
+                    text = tr(lang, key, n=form.backlog)
+                    return f"{tr(lang, f'setup_{name}')}: {text}"
+        return self._setup_note or tr(lang, "setup_edit_hint")
+
+    def _open_entry(self, entry: TextEntry) -> None:
+        """Show the on-screen keyboard on top of everything."""
+        if self.entry is not None:
+            self.entry.close()
+        self.entry = entry
+        entry.bind(on_dismiss=lambda _e: self._entry_closed(entry))
+        entry.open(animation=False)
+
+    def _entry_closed(self, entry: TextEntry) -> None:
+        """Forget a closed on-screen keyboard."""
+        if self.entry is entry:
+            self.entry = None
+
     def setup_rows(self, lang: str) -> list[tuple[str, str]]:
-        """Device, hall, window, broker, user, connection, backlog, last seq, mode, scale."""
-        s = self.kiosk.settings
+        """Window, connection, backlog, last seq, mode, scale (identity and broker are the form)."""
         view = self.session.view()
         state = "setup_connected" if self.kiosk.connected else "setup_disconnected"
+        tls = " (TLS)" if self.kiosk.settings.mqtt.tls_ca else ""
         return [
-            (tr(lang, "setup_device"), s.device),
-            (tr(lang, "setup_hall"), s.hall),
             (tr(lang, "setup_window"), view.window),
-            (
-                tr(lang, "setup_broker"),
-                f"{s.mqtt.host}:{s.mqtt.port}" + (" (TLS)" if s.mqtt.tls_ca else ""),
-            ),
-            (tr(lang, "setup_user"), s.mqtt.username or "—"),
-            (tr(lang, "setup_state"), tr(lang, state)),
+            (tr(lang, "setup_state"), tr(lang, state) + tls),
             (tr(lang, "setup_backlog"), str(self.kiosk.outbox.backlog())),
             (tr(lang, "setup_seq"), str(self.kiosk.outbox.last_seq())),
             (tr(lang, "setup_mode"), tr(lang, f"mode_{self.session.config.prompt_mode}")),
@@ -336,6 +421,8 @@ class KioskApp(App):  # type: ignore[misc]
 
     def _on_key_down(self, _win: Any, key: int, _scancode: int, _text: Any, _mods: Any) -> bool:
         """A badge reader types the staff number and Enter: log that clerk in."""
+        if self.setup_open:  # a maintenance keyboard types into the setup form
+            return False
         now = time.monotonic()
         if now - self._badge_last > BADGE_GAP_S:
             self._badge_digits = ""

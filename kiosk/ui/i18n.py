@@ -46,6 +46,24 @@ STRINGS: dict[str, dict[str, str]] = {
         "mode_always": "随时评价",
         "mode_per_service": "一次一评",
         "close": "关闭",
+        "setup_host": "服务器地址",
+        "setup_port": "端口",
+        "setup_username": "用户名",
+        "setup_password": "密码",
+        "setup_save": "保存并重启",
+        "setup_saved": "已保存，正在重启…",
+        "setup_edit_hint": "点击右侧各项可修改",
+        "setup_err_id": "只能用小写字母、数字、- 和 _，以字母或数字开头",
+        "setup_err_host": "请输入 IP 地址或域名，例如 192.168.1.10",
+        "setup_err_port": "端口为 1–65535 之间的数字",
+        "setup_err_user": "用户名太长（最多 128 个字符）",
+        "setup_err_user_needed": "填写了密码就必须填写用户名",
+        "setup_err_backlog": (
+            "还有 {n} 条评价未发送：请先接通服务器让它们发出，再更换大厅或设备编号"
+        ),
+        "setup_err_save": "无法保存设置：{error}",
+        "entry_shift": "大写",
+        "entry_clear": "清空",
     },
     "en": {
         "invite": "Please rate my service",
@@ -90,6 +108,25 @@ STRINGS: dict[str, dict[str, str]] = {
         "mode_always": "any time",
         "mode_per_service": "one per service",
         "close": "Close",
+        "setup_host": "Broker host",
+        "setup_port": "Port",
+        "setup_username": "User name",
+        "setup_password": "Password",
+        "setup_save": "Save and restart",
+        "setup_saved": "Saved, restarting…",
+        "setup_edit_hint": "Touch a value on the right to change it",
+        "setup_err_id": "Use lower-case letters, digits, - and _, starting with a letter or digit",
+        "setup_err_host": "Enter an IP address or host name, e.g. 192.168.1.10",
+        "setup_err_port": "The port is a number from 1 to 65535",
+        "setup_err_user": "User name too long (128 characters at most)",
+        "setup_err_user_needed": "A password needs a user name",
+        "setup_err_backlog": (
+            "{n} ratings still waiting: connect to the broker so they are sent, "
+            "then change hall or device"
+        ),
+        "setup_err_save": "Could not save the setup: {error}",
+        "entry_shift": "ABC",
+        "entry_clear": "Clear",
     },
 }
 

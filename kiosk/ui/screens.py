@@ -12,6 +12,7 @@ from kivy.uix.label import Label
 from kivy.uix.screenmanager import Screen
 from kivy.uix.widget import Widget
 
+from kiosk.local_setup import FIELDS, SetupForm
 from kiosk.session import View
 from kiosk.ui import theme
 from kiosk.ui.i18n import tr
@@ -28,6 +29,7 @@ class Ui(Protocol):
     targets: Targets
     setup_enabled: bool
     touch_enabled: bool
+    setup_form: SetupForm | None
 
     def rate(self, level: int) -> None:
         """A rating key was touched."""
@@ -46,6 +48,15 @@ class Ui(Protocol):
 
     def setup_rows(self, lang: str) -> list[tuple[str, str]]:
         """The lines of the setup screen."""
+
+    def edit_setup_field(self, name: str) -> None:
+        """Open the on-screen keyboard for one setup field."""
+
+    def save_setup(self) -> None:
+        """Check and save the setup form, then restart."""
+
+    def setup_message(self, lang: str) -> str:
+        """The error or progress line under the setup form."""
 
     def reasons_left_s(self) -> float:
         """Seconds until the reasons screen submits by itself."""
@@ -404,7 +415,7 @@ class PausedScreen(KioskScreen):
 
 
 class SetupScreen(KioskScreen):
-    """Device, hall, broker and connection state, behind the setup PIN."""
+    """Device state on the left; hall, device, broker and login to edit on the right."""
 
     screen_name = "setup"
 
@@ -412,31 +423,69 @@ class SetupScreen(KioskScreen):
         """Build the screen."""
         super().__init__(ui)
         u = ui.unit
-        root = Filled(orientation="vertical", padding=[u * 40, u * 20], spacing=u * 12)
-        self.title = _label(font_size=u * 36, bold=True, size_hint_y=None, height=u * 60)
+        root = Filled(orientation="vertical", padding=[u * 32, u * 16], spacing=u * 10)
+        self.title = _label(font_size=u * 34, bold=True, size_hint_y=None, height=u * 52)
         root.add_widget(self.title)
-        self.grid = GridLayout(cols=2, spacing=[u * 24, u * 4])
-        root.add_widget(self.grid)
-        self.close = BigButton(
-            text="", font_size=u * 28, size_hint=(None, None), size=(u * 240, u * 80), radius=u * 12
+        body = BoxLayout(spacing=u * 28)
+        self.info = GridLayout(cols=2, spacing=[u * 16, u * 2], size_hint_x=0.42)
+        self.form = GridLayout(cols=2, spacing=[u * 12, u * 8], size_hint_x=0.58)
+        self.fields: dict[str, BigButton] = {}
+        self.field_labels: dict[str, Label] = {}
+        for name in FIELDS:
+            key = _label(font_size=u * 22, color=theme.MUTED, halign="right", size_hint_x=0.38)
+            btn = BigButton(text="", font_size=u * 24, radius=u * 10, size_hint_x=0.62)
+            btn.bind(on_press=lambda _b, n=name: self.ui.edit_setup_field(n))
+            ui.targets[f"setup.{name}"] = btn
+            self.fields[name] = btn
+            self.field_labels[name] = key
+            self.form.add_widget(key)
+            self.form.add_widget(btn)
+        body.add_widget(self.info)
+        body.add_widget(self.form)
+        root.add_widget(body)
+        self.message = _label(
+            font_size=u * 22,
+            color=theme.OKABE_ITO["vermillion"],
+            size_hint_y=None,
+            height=u * 56,
         )
+        root.add_widget(self.message)
+        row = BoxLayout(size_hint_y=None, height=u * 80, spacing=u * 24, padding=[u * 120, 0])
+        self.save = BigButton(text="", font_size=u * 28, radius=u * 12)
+        self.save.bg = list(theme.CONFIRM)
+        self.save.color = theme.WHITE
+        self.save.bind(on_press=lambda _b: self.ui.save_setup())
+        ui.targets["setup.save"] = self.save
+        self.close = BigButton(text="", font_size=u * 28, radius=u * 12)
         self.close.bind(on_press=lambda _b: self.ui.close_setup())
         ui.targets["setup.close"] = self.close
-        row = AnchorLayout(size_hint_y=None, height=u * 84)
+        row.add_widget(self.save)
         row.add_widget(self.close)
         root.add_widget(row)
         self.add_widget(root)
 
     def update(self, view: View) -> None:
-        """Draw `view` and the device's state."""
+        """Draw `view`, the device's state and the form as typed."""
         u = self.ui.unit
         lang = view.language
         self.title.text = tr(lang, "setup_title")
+        self.save.text = tr(lang, "setup_save")
         self.close.text = tr(lang, "close")
-        self.grid.clear_widgets()
+        self.info.clear_widgets()
         for key, value in self.ui.setup_rows(lang):
-            self.grid.add_widget(_label(key, font_size=u * 24, color=theme.MUTED, halign="right"))
-            self.grid.add_widget(_label(value, font_size=u * 24, halign="left"))
+            self.info.add_widget(_label(key, font_size=u * 20, color=theme.MUTED, halign="right"))
+            self.info.add_widget(_label(value, font_size=u * 20, halign="left"))
+        form = self.ui.setup_form
+        if form is None:
+            return
+        for name in FIELDS:
+            self.field_labels[name].text = tr(lang, f"setup_{name}")
+            value = form.values[name]
+            shown = "●" * len(value) if name == "password" else value
+            self.fields[name].text = shown or "—"
+            bad = name in form.errors
+            self.fields[name].color = theme.OKABE_ITO["vermillion"] if bad else theme.INK
+        self.message.text = self.ui.setup_message(lang)
 
 
 SCREENS: tuple[type[KioskScreen], ...] = (

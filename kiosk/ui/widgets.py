@@ -4,6 +4,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from kivy.core.window import Window
 from kivy.graphics import Color, Ellipse, Line, Rectangle, RoundedRectangle
 from kivy.properties import BooleanProperty, ListProperty, NumericProperty, StringProperty
 from kivy.uix.behaviors import ButtonBehavior, ToggleButtonBehavior
@@ -364,5 +365,149 @@ class Keypad(ModalView):  # type: ignore[misc]
     def close(self) -> None:
         """Close the pad and forget its keys."""
         for key in [k for k in self.targets if k.startswith("keypad.")]:
+            del self.targets[key]
+        self.dismiss(animation=False)
+
+
+class TextEntry(ModalView):  # type: ignore[misc]
+    """An on-screen keyboard for one setup field (host names, ids, user names, passwords).
+
+    Ours rather than Kivy's VKeyboard: the same big keys, colours and named targets as the
+    clerk's keypad, no docked overlay to pan the form around, and a physical keyboard
+    (a maintenance keyboard on the Pi's USB) types into it too.
+    """
+
+    ROWS = ("1234567890", "qwertyuiop", "asdfghjkl-", "zxcvbnm._:")
+    SYMBOLS = "@#$%&*+=!?/"
+
+    def __init__(
+        self,
+        *,
+        lang: str,
+        title: str,
+        value: str,
+        on_submit: Callable[[str], None],
+        targets: Targets,
+        unit: float,
+        masked: bool = False,
+        max_len: int = 128,
+    ) -> None:
+        """Build the keyboard showing `value`; `on_submit` gets the edited text."""
+        super().__init__(
+            auto_dismiss=False, size_hint=(None, None), background_color=(0, 0, 0, 0.55)
+        )
+        self.masked = masked
+        self.on_submit = on_submit
+        self.targets = targets
+        self.max_len = max_len
+        self.value = value
+        self.shift = False
+        self.size = (unit * 1000, unit * 590)
+        fs = unit * 26
+        box = Filled(
+            orientation="vertical", padding=unit * 12, spacing=unit * 6, bg=list(theme.WHITE)
+        )
+        box.add_widget(
+            Label(text=title, color=theme.INK, font_size=fs, size_hint_y=None, height=unit * 36)
+        )
+        self.display = Label(
+            text="", color=theme.INK, font_size=fs * 1.2, size_hint_y=None, height=unit * 48
+        )
+        box.add_widget(self.display)
+        self._keys: dict[str, BigButton] = {}
+        for row in (*self.ROWS, self.SYMBOLS):
+            line = BoxLayout(spacing=unit * 6)
+            for ch in row:
+                btn = BigButton(text=ch, font_size=fs * 1.1, radius=unit * 8)
+                btn.bind(on_press=lambda _b, c=ch: self.type(self._case(c)))
+                targets[f"entry.key.{ch}"] = btn
+                self._keys[ch] = btn
+                line.add_widget(btn)
+            box.add_widget(line)
+        bottom = BoxLayout(spacing=unit * 6, size_hint_y=None, height=unit * 72)
+        for tid, text, action in (
+            ("shift", tr(lang, "entry_shift"), self.toggle_shift),
+            ("clear", tr(lang, "entry_clear"), self.clear),
+            ("del", tr(lang, "keypad_del"), self.backspace),
+            ("cancel", tr(lang, "keypad_cancel"), self.close),
+            ("ok", tr(lang, "keypad_ok"), self.submit),
+        ):
+            btn = BigButton(text=text, font_size=fs * 0.95, radius=unit * 8)
+            if tid == "ok":
+                btn.bg = list(theme.CONFIRM)
+                btn.color = theme.WHITE
+            btn.bind(on_press=lambda _b, a=action: a())
+            targets[f"entry.{tid}"] = btn
+            bottom.add_widget(btn)
+        box.add_widget(bottom)
+        self.add_widget(box)
+        self._show()
+
+    def on_open(self) -> None:
+        """Let a physical keyboard type here too."""
+        Window.bind(on_textinput=self._on_text, on_key_down=self._on_key)
+
+    def on_dismiss(self) -> None:
+        """Stop listening to the physical keyboard."""
+        Window.unbind(on_textinput=self._on_text, on_key_down=self._on_key)
+
+    def _on_text(self, _win: Any, text: str) -> bool:
+        """A typed character."""
+        for ch in text:
+            if ch.isprintable():
+                self.type(ch)
+        return True
+
+    def _on_key(self, _win: Any, key: int, *_: Any) -> bool:
+        """Backspace, Enter and Escape from a physical keyboard."""
+        if key == 8:
+            self.backspace()
+        elif key in (13, 271):
+            self.submit()
+        elif key == 27:
+            self.close()
+        else:
+            return False
+        return True
+
+    def _case(self, ch: str) -> str:
+        """The character in the current case."""
+        return ch.upper() if self.shift else ch
+
+    def _show(self) -> None:
+        """Show the value (dots for a password) with a cursor."""
+        shown = "●" * len(self.value) if self.masked else self.value
+        self.display.text = shown + "|"
+
+    def type(self, ch: str) -> None:
+        """Add one character."""
+        if len(self.value) < self.max_len:
+            self.value += ch
+            self._show()
+
+    def backspace(self) -> None:
+        """Remove the last character."""
+        self.value = self.value[:-1]
+        self._show()
+
+    def clear(self) -> None:
+        """Empty the field."""
+        self.value = ""
+        self._show()
+
+    def toggle_shift(self) -> None:
+        """Switch between lower and upper case letters."""
+        self.shift = not self.shift
+        for ch, btn in self._keys.items():
+            btn.text = self._case(ch)
+
+    def submit(self) -> None:
+        """Hand the value over and close."""
+        self.on_submit(self.value)
+        self.close()
+
+    def close(self) -> None:
+        """Close the keyboard and forget its keys."""
+        for key in [k for k in self.targets if k.startswith("entry.")]:
             del self.targets[key]
         self.dismiss(animation=False)

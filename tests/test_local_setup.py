@@ -1,0 +1,139 @@
+"""The setup screen's logic without a window: checks, setup.json, identities and their outboxes."""
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from kiosk import local_setup
+from kiosk.local_setup import LocalSetup, SetupForm
+from kiosk.main import Kiosk, identity_dir
+from kiosk.settings import KioskSettings
+
+
+def settings(tmp_path: Path, **changes: object) -> KioskSettings:
+    """Settings of a terminal whose data lives in tmp_path (environment ignored)."""
+    base = {
+        "hall": "hz-civic",
+        "device": "k-0001",
+        "data_dir": tmp_path,
+        "voice": False,
+        "trust_wall_clock": True,
+    }
+    base.update(changes)
+    return KioskSettings.model_validate(base)
+
+
+def test_form_refuses_bad_values_with_a_reason_each(tmp_path: Path) -> None:
+    """Ids follow the topic grammar, hosts are names or addresses, ports are 1–65535."""
+    form = SetupForm.from_settings(settings(tmp_path), backlog=0)
+    form.set("hall", "HZ Civic")
+    form.set("device", "-k1")
+    form.set("host", "bad host!")
+    form.set("port", "70000")
+    form.set("password", "secret")
+    assert form.check() is None
+    assert form.errors == {
+        "hall": "setup_err_id",
+        "device": "setup_err_id",
+        "host": "setup_err_host",
+        "port": "setup_err_port",
+        "username": "setup_err_user_needed",
+    }
+    form.set("hall", "hz-civic")
+    form.set("device", "k-0001")
+    form.set("host", " broker.hall.example ")
+    form.set("port", "8883")
+    form.set("username", "k-0001")
+    setup = form.check()
+    assert setup is not None and not form.errors
+    assert (setup.host, setup.port, setup.username) == ("broker.hall.example", 8883, "k-0001")
+    assert setup.password is not None and setup.password.get_secret_value() == "secret"
+    for host in ("10.0.0.5", "::1", "mqtt", "a-b.c"):
+        assert local_setup.valid_host(host), host
+    for host in ("", "a..b", "-a.b", "a b", "x" * 64):
+        assert not local_setup.valid_host(host), host
+
+
+def test_identity_change_waits_for_the_backlog(tmp_path: Path) -> None:
+    """With ratings still waiting, the hall or device cannot change; the broker can."""
+    form = SetupForm.from_settings(settings(tmp_path), backlog=3)
+    form.set("port", "1884")
+    assert form.check() is not None
+    form.set("device", "k-0002")
+    assert form.check() is None and form.errors == {"device": "setup_err_backlog"}
+    form.backlog = 0
+    assert form.check() is not None
+
+
+def test_setup_file_is_private_and_overrides_the_environment(tmp_path: Path) -> None:
+    """setup.json is 0600 with the real password, and laid over the WR_KIOSK_* settings."""
+    setup = LocalSetup(
+        hall="hz-west",
+        device="k-0007",
+        host="10.1.2.3",
+        port=1884,
+        username="k-0007",
+        password=SecretStr('pa ss"word'),
+    )
+    local_setup.save(tmp_path, setup)
+    path = tmp_path / local_setup.SETUP_FILE
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert json.loads(path.read_text())["password"] == 'pa ss"word'
+    assert not list(tmp_path.glob(".setup-*"))
+    s = local_setup.effective(settings(tmp_path))
+    assert (s.hall, s.device, s.mqtt.host, s.mqtt.port, s.mqtt.username) == (
+        "hz-west",
+        "k-0007",
+        "10.1.2.3",
+        1884,
+        "k-0007",
+    )
+    assert s.mqtt.password is not None and s.mqtt.password.get_secret_value() == 'pa ss"word'
+    assert "pa ss" not in repr(s)
+
+
+@pytest.mark.parametrize("content", [b"{not json", b'{"hall": "x"}', b'{"extra": 1}'])
+def test_a_broken_setup_file_falls_back_to_the_environment(tmp_path: Path, content: bytes) -> None:
+    """An unreadable or invalid setup.json is ignored (and logged), never a crash."""
+    (tmp_path / local_setup.SETUP_FILE).write_bytes(content)
+    s = local_setup.effective(settings(tmp_path))
+    assert (s.hall, s.device) == ("hz-civic", "k-0001")
+
+
+def test_each_identity_keeps_its_own_seq(tmp_path: Path) -> None:
+    """Re-provisioned as another device the terminal starts at seq 1; switched back, it goes on."""
+
+    def rate(device: str, n: int) -> int:
+        kiosk = Kiosk(settings(tmp_path, device=device), thanks_s=0.0)
+        try:
+            for _ in range(n):
+                assert kiosk.session.press(5, "touch").accepted
+                kiosk.session.tick()
+            return kiosk.outbox.last_seq()
+        finally:
+            kiosk.stop()
+
+    assert rate("k-0001", 3) == 3
+    assert rate("k-0002", 2) == 2
+    assert rate("k-0001", 1) == 4
+    assert (identity_dir(tmp_path, "hz-civic", "k-0002") / "outbox.sqlite").exists()
+
+
+def test_an_outbox_from_before_identities_is_adopted(tmp_path: Path) -> None:
+    """An outbox kept straight in data_dir belongs to the environment's identity and moves once."""
+    kiosk = Kiosk(settings(tmp_path))
+    kiosk.session.press(3, "touch")
+    kiosk.stop()
+    home = identity_dir(tmp_path, "hz-civic", "k-0001")
+    for name in ("outbox.sqlite", "config.json"):
+        if (home / name).exists():
+            (home / name).rename(tmp_path / name)
+    s = local_setup.effective(settings(tmp_path))
+    assert not (tmp_path / "outbox.sqlite").exists()
+    again = Kiosk(s)
+    try:
+        assert again.outbox.last_seq() == 1
+    finally:
+        again.stop()
