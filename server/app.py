@@ -1,5 +1,6 @@
 """FastAPI application: board (`/`), `/api/today`, `/health`, `/api/auth`, `/api/registry`."""
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -12,16 +13,22 @@ import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from protocol.scales import level_label
 from server.auth.router import make_router as auth_router
+from server.cases.router import make_router as cases_router
+from server.cases.runtime import start_cases, stop_cases
 from server.db.engine import Database
 from server.health import HealthReport, check_all
 from server.i18n import Lang, normalize_lang, t
 from server.influx import InfluxClient, InfluxError, WindowCount, day_bounds, today_counts
+from server.live.assets import PublicStatic
+from server.live.assets import make_router as assets_router
+from server.live.router import make_router as live_router
+from server.live.router import page_strings
+from server.live.service import LiveService
 from server.registry.router import make_router as registry_router
 from server.settings import ServerSettings, get_settings
 
@@ -113,9 +120,17 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         await run_in_threadpool(app.state.db.upgrade)
         app.state.influx = InfluxClient(cfg.influx)
         log.info("server using InfluxDB %s database %s", cfg.influx.url, cfg.influx.database)
+        app.state.live = None
+        if cfg.live.enabled:
+            app.state.live = LiveService(cfg, app.state.db, app.state.influx)
+            app.state.live.start(asyncio.get_running_loop())
+        start_cases(app, cfg)
         try:
             yield
         finally:
+            if app.state.live is not None:
+                await run_in_threadpool(app.state.live.stop)
+            await stop_cases(app)
             app.state.influx.close()
             app.state.db.close()
 
@@ -129,7 +144,10 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.db = Database(cfg.database_url)
     app.include_router(auth_router(cfg))
     app.include_router(registry_router())
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(cases_router(cfg))
+    app.include_router(live_router(lambda request: request.app.state.live))
+    app.include_router(assets_router())
+    app.mount("/static", PublicStatic(directory=HERE / "static"), name="static")
 
     def influx_of(request: Request) -> InfluxClient:
         """Return the app's InfluxDB client."""
@@ -185,6 +203,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             "total": _board_row(_total(windows)) if len(windows) > 1 else None,
             "error": error,
             "influx_url": cfg.influx.url,
+            "live": request.app.state.live is not None,
+            "js": page_strings(lg),
         }
         return templates.TemplateResponse(
             request, "board.html", context, status_code=503 if error else 200

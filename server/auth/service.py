@@ -13,7 +13,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from server.db.models import ROLES, AuditLog, AuthSession, Hall, User, utcnow
@@ -51,8 +51,10 @@ def create_user(
         raise AuthError(f"role must be one of {', '.join(ROLES)}")
     if not username or len(username) > 64 or username != username.strip():
         raise AuthError("bad username")
-    if (role == "hall_manager") != (hall is not None):
-        raise AuthError("a hall manager, and only a hall manager, has a hall")
+    if role == "hall_manager" and hall is None:
+        raise AuthError("a hall manager needs a hall")
+    if role in ("admin", "office") and hall is not None:
+        raise AuthError("an admin or the office has no hall (they see every hall)")
     hall_row = None
     if hall is not None:
         hall_row = session.scalars(select(Hall).where(Hall.code == hall)).one_or_none()
@@ -64,6 +66,57 @@ def create_user(
     session.add(user)
     session.flush()
     return user
+
+
+def find_user(session: Session, username: str) -> User:
+    """Return the user with that name; AuthError if there is none."""
+    user = session.scalars(select(User).where(User.username == username)).unique().one_or_none()
+    if user is None:
+        raise AuthError(f"no user {username!r}")
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    """Return every user, by name."""
+    return list(session.scalars(select(User).order_by(User.username)).unique())
+
+
+def set_active(session: Session, username: str, active: bool) -> User:
+    """Activate or deactivate a user; a deactivated user's logins end at once."""
+    user = find_user(session, username)
+    user.active = active
+    if not active:
+        session.execute(delete(AuthSession).where(AuthSession.user_id == user.id))
+    session.flush()
+    return user
+
+
+def set_password(session: Session, username: str, password: str) -> User:
+    """Give a user a new password (AuthError if too short); their logins end."""
+    user = find_user(session, username)
+    user.password_hash = hash_password(password)
+    session.execute(delete(AuthSession).where(AuthSession.user_id == user.id))
+    session.flush()
+    return user
+
+
+def list_audit(
+    session: Session,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[int, list[AuditLog]]:
+    """Return the number of matching audit rows and one page of them, newest first."""
+    q = select(AuditLog)
+    if actor is not None:
+        q = q.where(AuditLog.actor == actor)
+    if action is not None:
+        q = q.where(AuditLog.action.startswith(action, autoescape=True))
+    total = session.scalar(select(func.count()).select_from(q.subquery())) or 0
+    rows = session.scalars(q.order_by(AuditLog.id.desc()).limit(limit).offset(offset)).all()
+    return int(total), list(rows)
 
 
 def authenticate(session: Session, username: str, password: str) -> User | None:

@@ -1,0 +1,37 @@
+"""Start and stop the case machinery with the app: the webhook sender and the rating poller."""
+
+import logging
+
+from fastapi import FastAPI
+
+from server.cases.poller import NegativeRatingPoller
+from server.cases.webhook import WebhookSender
+from server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+def start_cases(app: FastAPI, cfg: ServerSettings) -> None:
+    """Start the webhook sender and (unless disabled) the poller; needs app.state.influx."""
+    secret = cfg.case_webhook_secret.get_secret_value() if cfg.case_webhook_secret else None
+    if cfg.case_webhook_urls and secret is None:
+        log.warning("case webhooks are sent unsigned: WR_SERVER_CASE_WEBHOOK_SECRET is not set")
+    sender = WebhookSender(cfg.case_webhook_urls, secret, cfg.case_webhook_retries)
+    sender.start()
+    app.state.case_webhooks = sender
+    app.state.case_poller = None
+    if cfg.case_poller:
+        poller = NegativeRatingPoller(app.state.db, app.state.influx, cfg, sender.send)
+        poller.start()
+        app.state.case_poller = poller
+        log.info("case poller started (every %.1f s)", cfg.case_poll_s)
+
+
+async def stop_cases(app: FastAPI) -> None:
+    """Stop the poller after its current scan, then the webhook sender."""
+    poller: NegativeRatingPoller | None = getattr(app.state, "case_poller", None)
+    if poller is not None:
+        await poller.stop()
+    sender: WebhookSender | None = getattr(app.state, "case_webhooks", None)
+    if sender is not None:
+        sender.stop()
