@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from protocol.connection import MqttSettings
+from server.scores.commands import bench_export, export_command, scores_group
 
 
 def _stop_on_signals() -> threading.Event:
@@ -353,3 +354,8 @@ def bench_kiosk(presses: int, as_json: bool) -> None:
     summary = {k: result.get(k) for k in ("presses", "p50_ms", "p99_ms", "rss_mb")}
     click.echo(json.dumps(summary))
     sys.exit(0 if result.get("ok") else 1)
+
+
+main.add_command(export_command)
+main.add_command(scores_group)
+bench.add_command(bench_export)
