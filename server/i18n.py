@@ -49,3 +49,36 @@ def t(key: str, lang: Lang, **fmt: object) -> str:
     """Return the string `key` in `lang`, formatted with `fmt` if given."""
     text = STRINGS[key][lang]
     return text.format(**fmt) if fmt else text
+
+
+# Live boards, the window page, the big screen and device states (server/live).
+STRINGS.update(
+    {
+        "state": {"zh": "状态", "en": "State"},
+        "staff_on_duty": {"zh": "在岗人员", "en": "Clerk on duty"},
+        "last_negative": {"zh": "最近差评", "en": "Last negative"},
+        "state_online": {"zh": "在线", "en": "Online"},
+        "state_paused": {"zh": "暂停", "en": "Paused"},
+        "state_offline": {"zh": "离线", "en": "Offline"},
+        "state_unknown": {"zh": "未知", "en": "Unknown"},
+        "live_connected": {"zh": "实时更新", "en": "Live"},
+        "live_reconnecting": {"zh": "正在重新连接…", "en": "Reconnecting…"},
+        "weekdays": {
+            "zh": "周一,周二,周三,周四,周五,周六,周日",
+            "en": "Mon,Tue,Wed,Thu,Fri,Sat,Sun",
+        },
+        "hour": {"zh": "时", "en": "Hour"},
+        "timeline": {"zh": "今日评价时间线", "en": "Today's ratings"},
+        "heatmap": {"zh": "时段分布（近 28 天）", "en": "Hour × weekday (last 28 days)"},
+        "trend": {"zh": "每日趋势（近 30 天）", "en": "Daily trend (last 30 days)"},
+        "window_title": {"zh": "窗口评价详情", "en": "Window ratings"},
+        "screen_title": {"zh": "窗口服务评价公示", "en": "Window service ratings"},
+        "stars": {"zh": "星级", "en": "Stars"},
+        "big_screen": {"zh": "公示大屏", "en": "Big screen"},
+        "hall_board": {"zh": "大厅看板", "en": "Hall board"},
+        "live_help": {
+            "zh": "评价实时推送；数据每 30 秒与 InfluxDB 核对",
+            "en": "Ratings arrive live; numbers are checked against InfluxDB every 30 s",
+        },
+    }
+)

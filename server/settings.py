@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from protocol.connection import MqttSettings
 from protocol.storage import InfluxSettings
 from protocol.topics import is_valid_id
+from server.live.settings import LiveSettings
 
 
 class ServerSettings(BaseSettings):
@@ -38,6 +39,9 @@ class ServerSettings(BaseSettings):
         default=False, title="Send the login cookies only over HTTPS (set behind TLS)"
     )
     session_hours: int = Field(default=12, ge=1, le=24 * 30, title="Login session lifetime")
+    live: LiveSettings = Field(
+        default_factory=LiveSettings, title="Live boards, MQTT link and device config defaults"
+    )
     case_deadline_days: int = Field(
         default=15, ge=1, le=365, title="Working days to follow up a negative rating"
     )

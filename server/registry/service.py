@@ -1,15 +1,18 @@
 """Registry operations on a session: list, get, create, update, delete (the caller commits)."""
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from server.db.models import Base, Device, Hall, ServiceItem, Staff, Unit, Window
 from server.registry import schemas as s
+
+log = logging.getLogger(__name__)
 
 
 class RegistryError(Exception):
@@ -244,6 +247,7 @@ def create_record(session: Session, ent: Entity, data: BaseModel) -> BaseModel:
             )
     session.add(obj)
     session.flush()
+    _mark_changed(session)
     return ent.to_out(obj)
 
 
@@ -270,6 +274,7 @@ def update_record(session: Session, ent: Entity, key: Key, patch: BaseModel) -> 
     elif "unit" in changes:
         obj.unit = _unit(session, obj.hall, changes["unit"])
     session.flush()
+    _mark_changed(session)
     return ent.to_out(obj)
 
 
@@ -301,3 +306,45 @@ def delete_record(session: Session, ent: Entity, key: Key) -> None:
         raise InUse(f"{ent.title} {str(key)!r} is still used by {', '.join(used)}")
     session.delete(obj)
     session.flush()
+    _mark_changed(session)
+
+
+# --- change hooks: run after a commit that created, changed or deleted registry records ---
+
+ChangeHook = Callable[[], None]
+_HOOKS: list[ChangeHook] = []
+_CHANGED = "registry_changed"
+
+
+def on_change(hook: ChangeHook) -> Callable[[], None]:
+    """Call `hook()` after every commit that changed the registry; return its remover."""
+    _HOOKS.append(hook)
+
+    def remove() -> None:
+        if hook in _HOOKS:
+            _HOOKS.remove(hook)
+
+    return remove
+
+
+def _mark_changed(session: Session) -> None:
+    """Note that this session's transaction changes the registry."""
+    session.info[_CHANGED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    """Run the change hooks once the change is committed."""
+    if not session.info.pop(_CHANGED, False):
+        return
+    for hook in list(_HOOKS):
+        try:
+            hook()
+        except Exception:
+            log.exception("registry change hook %r failed", hook)
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    """Forget a change that was rolled back."""
+    session.info.pop(_CHANGED, None)
