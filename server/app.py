@@ -30,6 +30,7 @@ from server.live.router import make_router as live_router
 from server.live.router import page_strings
 from server.live.service import LiveService
 from server.registry.router import make_router as registry_router
+from server.scores.router import make_router as scores_router
 from server.settings import ServerSettings, get_settings
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.db = Database(cfg.database_url)
     app.include_router(auth_router(cfg))
     app.include_router(registry_router())
+    app.include_router(scores_router())
     app.include_router(cases_router(cfg))
     app.include_router(live_router(lambda request: request.app.state.live))
     app.include_router(assets_router())
