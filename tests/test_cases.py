@@ -207,6 +207,8 @@ def test_workflow_appeal_and_rights(client: TestClient) -> None:
     ids = _seed_cases(c)
     h1, h2 = ids["h1"], ids["h2"]
 
+    assert c.get("/api/cases/999").status_code == 404
+    assert c.get(f"/api/cases/{2**63}").status_code == 422
     # Another hall's manager and a viewer of h2 neither read nor change h1's case.
     for who in ("m2", "viewer2"):
         _as(c, who)
@@ -427,6 +429,8 @@ def test_user_management(tmp_path: Path) -> None:
         assert c.post("/api/users/root/deactivate").status_code == 409
         assert c.post("/api/users/nobody/deactivate").status_code == 404
 
+        anonymous = TestClient(c.app).get("/cases")
+        assert anonymous.status_code == 401 and "请先登录" in anonymous.text
         m1 = TestClient(c.app)
         login(m1, "m1")
         assert m1.get("/api/users").status_code == 403

@@ -9,10 +9,10 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from enum import Enum
-from pathlib import Path
+from pathlib import Path as FsPath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
@@ -30,7 +30,8 @@ from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = FsPath(__file__).resolve().parent.parent / "templates"
+CaseId = Annotated[int, Path(ge=1, le=2**31 - 1, description="Case number")]
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Not logged in"},
     403: {"model": s.CaseError, "description": "Not allowed, or no X-CSRF-Token header"},
@@ -127,7 +128,7 @@ def make_router(settings: ServerSettings) -> APIRouter:
         request: Request,
         session: Session,
         who: Principal,
-        case_id: int,
+        case_id: CaseId,
         act: Callable[[Case], str],
     ) -> Any:
         """Load the case, apply `act` (returns the webhook event), commit, notify."""
@@ -166,7 +167,7 @@ def make_router(settings: ServerSettings) -> APIRouter:
     @router.get(
         "/api/cases/{case_id}", response_model=s.CaseDetail, responses=ERRORS, tags=tags_cases
     )
-    def get_case(case_id: int, session: SessionDep, who: UserDep) -> Any:
+    def get_case(case_id: CaseId, session: SessionDep, who: UserDep) -> Any:
         """Return a case with its history."""
         try:
             return case_detail(svc.get_case(session, case_id, who), who, today())
@@ -180,7 +181,7 @@ def make_router(settings: ServerSettings) -> APIRouter:
         tags=tags_cases,
     )
     def transition(
-        case_id: int, body: s.TransitionIn, request: Request, session: SessionDep, who: UserDep
+        case_id: CaseId, body: s.TransitionIn, request: Request, session: SessionDep, who: UserDep
     ) -> Any:
         """Move the case one step: open → contacted (回访) → rectified (整改) → closed."""
 
@@ -194,7 +195,7 @@ def make_router(settings: ServerSettings) -> APIRouter:
         "/api/cases/{case_id}/notes", response_model=s.CaseDetail, responses=ERRORS, tags=tags_cases
     )
     def add_note(
-        case_id: int, body: s.NoteIn, request: Request, session: SessionDep, who: UserDep
+        case_id: CaseId, body: s.NoteIn, request: Request, session: SessionDep, who: UserDep
     ) -> Any:
         """Add a note to the case."""
 
@@ -211,7 +212,7 @@ def make_router(settings: ServerSettings) -> APIRouter:
         tags=tags_cases,
     )
     def appeal(
-        case_id: int, body: s.AppealIn, request: Request, session: SessionDep, who: UserDep
+        case_id: CaseId, body: s.AppealIn, request: Request, session: SessionDep, who: UserDep
     ) -> Any:
         """File an appeal: the rating was mistaken (误评) or malicious (恶意差评)."""
 
@@ -228,7 +229,7 @@ def make_router(settings: ServerSettings) -> APIRouter:
         tags=tags_cases,
     )
     def decide(
-        case_id: int, body: s.DecisionIn, request: Request, session: SessionDep, who: UserDep
+        case_id: CaseId, body: s.DecisionIn, request: Request, session: SessionDep, who: UserDep
     ) -> Any:
         """Approve or reject the pending appeal (office or admin only)."""
 
@@ -392,7 +393,7 @@ def make_router(settings: ServerSettings) -> APIRouter:
 
     @router.get("/cases/{case_id}", response_class=HTMLResponse, tags=["pages"])
     def case_page(
-        case_id: int,
+        case_id: CaseId,
         request: Request,
         session: SessionDep,
         lang: Annotated[str | None, Query(description="zh (default) or en")] = None,
