@@ -223,6 +223,14 @@ def test_workflow_appeal_and_rights(client: TestClient) -> None:
             == 404
         )
         assert c.get(f"/cases/{h1}").status_code == 404
+        day = {"date": "2026-10-01", "working": False}
+        assert c.put("/api/calendar/holidays", json=day).status_code == 403
+        assert c.delete("/api/calendar/holidays/2026-10-01").status_code == 403
+        csv_body = b"date,working\n2026-10-01,0\n"
+        imported = c.post("/api/calendar/holidays/import", content=csv_body)
+        assert imported.status_code == 403
+        assert c.get("/api/audit").status_code == 403
+        assert c.get("/api/users").status_code == 403
     _as(c, "viewer2")
     assert c.post(f"/api/cases/{h2}/transition", json={"to": "contacted"}).status_code == 403
     _as(c, "viewer")
