@@ -251,6 +251,7 @@ class Mosquitto(ServiceProcess):
             )
             + self.extra_conf
         )
+        conf.chmod(0o600)  # a bridge section holds the central password
         return [binary, "-c", str(conf)]
 
     def ready(self) -> bool:
