@@ -356,6 +356,23 @@ def bench_kiosk(presses: int, as_json: bool) -> None:
     sys.exit(0 if result.get("ok") else 1)
 
 
+@bench.command("board")
+@click.option("--windows", default=500, show_default=True)
+@click.option("--rate", default=200.0, show_default=True, help="Ratings per second.")
+@click.option("--seconds", default=15.0, show_default=True)
+@click.option("--page-windows", default=200, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Only JSON lines on stdout (always so).")
+def bench_board(
+    windows: int, rate: float, seconds: float, page_windows: int, as_json: bool
+) -> None:
+    """Press-to-board latency over SSE and hall board load time in headless Chromium."""
+    from bench.board import run_bench
+
+    result = run_bench(windows=windows, rate=rate, seconds=seconds, page_windows=page_windows)
+    click.echo(json.dumps(result))
+    click.echo(json.dumps({k: result[k] for k in ("p50_ms", "p99_ms", "page_load_ms")}))
+
+
 main.add_command(export_command)
 main.add_command(scores_group)
 bench.add_command(bench_export)

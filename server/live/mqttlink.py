@@ -67,9 +67,11 @@ class MqttLink:
 
     def stop(self) -> None:
         """Disconnect and stop the network thread."""
-        self.client.disconnect()
-        self.client.loop_stop()
+        was_connected = self._connected.is_set()
         self._connected.clear()
+        if was_connected:
+            self.client.disconnect()
+        self.client.loop_stop()
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait until connected; return True if so."""

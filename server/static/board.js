@@ -34,6 +34,7 @@
   const refreshTotals = () => {
     const rows = [...byKey.values()];
     const total = totals(rows);
+    empty.textContent = text("empty");
     empty.hidden = total.ratings > 0 || rows.length > 0;
     table.hidden = rows.length === 0;
     foot.hidden = rows.length < 2;
