@@ -29,6 +29,7 @@ from server.live.assets import make_router as assets_router
 from server.live.router import make_router as live_router
 from server.live.router import page_strings
 from server.live.service import LiveService
+from server.provisioning.router import make_router as provisioning_router
 from server.registry.router import make_router as registry_router
 from server.scores.router import make_router as scores_router
 from server.settings import ServerSettings, get_settings
@@ -145,6 +146,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.state.db = Database(cfg.database_url)
     app.include_router(auth_router(cfg))
     app.include_router(registry_router())
+    app.include_router(provisioning_router(cfg.provisioning))
     app.include_router(scores_router())
     app.include_router(cases_router(cfg))
     app.include_router(live_router(lambda request: request.app.state.live))

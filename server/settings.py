@@ -12,6 +12,7 @@ from protocol.connection import MqttSettings
 from protocol.storage import InfluxSettings
 from protocol.topics import is_valid_id
 from server.live.settings import LiveSettings
+from server.provisioning.settings import ProvisioningSettings
 
 
 class ServerSettings(BaseSettings):
@@ -39,6 +40,9 @@ class ServerSettings(BaseSettings):
         default=False, title="Send the login cookies only over HTTPS (set behind TLS)"
     )
     session_hours: int = Field(default=12, ge=1, le=24 * 30, title="Login session lifetime")
+    provisioning: ProvisioningSettings = Field(
+        default_factory=ProvisioningSettings, title="Broker accounts and kiosk provisioning"
+    )
     live: LiveSettings = Field(
         default_factory=LiveSettings, title="Live boards, MQTT link and device config defaults"
     )
