@@ -1,0 +1,1 @@
+"""Broker accounts, their ACL files, and one-time provisioning codes for kiosks."""
