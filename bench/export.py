@@ -29,6 +29,7 @@ from server.db.models import Device, Hall, Unit, Window
 from server.influx import InfluxClient
 from server.scores.periods import Period, day_start
 from server.scores.policy import Policy
+from server.scores.rollup import refresh_month
 from server.scores.service import export_scores
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,10 @@ def run_bench(windows: int = 1000, days: int = 365, raw_days: int = 2) -> dict[s
         t = time.perf_counter()
         wins = _registry(db, windows)
         rolled_n = _rollups(db_path, wins, rolled, per_day)
+        with db.session() as session:
+            for month in sorted({d.replace(day=1) for d in rolled}):
+                refresh_month(session, month)
+            session.commit()
         raw_total = _raw(influxd.url, wins, raw, per_day)
         setup_s = time.perf_counter() - t
         influx = InfluxClient(InfluxSettings(url=influxd.url, timeout_s=300))

@@ -387,3 +387,24 @@ def test_rollup_check_finds_late_ratings(world: World) -> None:
     assert days == 1 and [(p.window, p.level, p.rollup, p.raw) for p in problems] == [
         ("b1", 2, 3, 4)
     ]
+
+
+def test_month_from_monthly_rollups_equals_raw(world: World) -> None:
+    """A whole month read from the monthly rollups scores the same as from raw ratings."""
+    march = period_of("month", DAY)
+    with world.db.session() as s:
+        build_rollups(s, world.influx, march, TZ, Policy())
+        raw = compute_scores(
+            "window", march, policy=Policy(), tz=TZ, influx=world.influx, session=s,
+            use_rollups=False,
+        )  # fmt: skip
+        rolled = compute_scores(
+            "staff", march, policy=Policy(), tz=TZ, influx=world.influx, session=s
+        )
+        rolled_windows = compute_scores(
+            "window", march, policy=Policy(), tz=TZ, influx=world.influx, session=s
+        )
+    assert rolled.rollup_days == 31 and raw.raw_days == 31
+    assert rolled_windows.rows == raw.rows
+    assert rows_by_key(raw)["hz/a1"]["ratings"] == 43  # + same ticket (unreviewed), 1st, 3rd
+    assert sum(r.ratings for r in rolled.rows) == sum(r.ratings for r in raw.rows)

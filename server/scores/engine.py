@@ -4,7 +4,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -26,8 +26,8 @@ from server.scores.lookups import (
     paused_rating_ids,
     read_cases,
 )
-from server.scores.models import RatingDaily, RollupDay
-from server.scores.periods import Period, day_start, local_day
+from server.scores.models import RatingDaily, RatingMonthly, RollupDay
+from server.scores.periods import Period, day_start, local_day, month_of
 from server.scores.policy import Policy
 from server.scores.source import RawRating, read_day_ratings
 
@@ -166,22 +166,50 @@ def rolled_days(session: Session, period: Period, tz: ZoneInfo) -> set[str]:
 def rollup_cells(
     session: Session, period: Period, days: set[str], hall: str | None, staff: bool, item: bool
 ) -> Counter[Cell]:
-    """Sum the rollups of `days` per cell (staff/item only when the level needs them)."""
-    if not days:
-        return Counter()
-    rd = RatingDaily
-    cols: list[Any] = [rd.hall, rd.window, rd.device]
-    cols += [rd.staff] if staff else []
-    cols += [rd.item] if item else []
-    cols += [rd.scale, rd.level, rd.repeat, rd.paused]
-    q = select(*cols, func.sum(rd.n)).where(rd.day >= period.first, rd.day <= period.last)
-    if len(days) < len(period.days()):
-        q = q.where(rd.day.in_(sorted(days)))
-    if hall is not None:
-        q = q.where(rd.hall == hall)
-    q = q.group_by(*cols)
+    """Sum the rollups of `days` per cell (staff/item only when the level needs them).
+
+    Whole months of the period whose every day is rolled up come from the monthly
+    rollups, the other days from the daily ones.
+    """
     out: Counter[Cell] = Counter()
-    for row in session.execute(q):
+    if not days:
+        return out
+    months: list[date] = []
+    rest = set(days)
+    for first in sorted({date.fromisoformat(d).replace(day=1) for d in days}):
+        month = month_of(first)
+        month_days = {d.isoformat() for d in month.days()}
+        if month.first >= period.first and month.last <= period.last and month_days <= days:
+            months.append(first)
+            rest -= month_days
+    if months:
+        rm = RatingMonthly
+        _sum_cells(session, out, rm, rm.month.in_(months), hall, staff, item)
+    if rest:
+        rd = RatingDaily
+        where = rd.day.in_(sorted(date.fromisoformat(d) for d in rest))
+        _sum_cells(session, out, rd, where, hall, staff, item)
+    return out
+
+
+def _sum_cells(
+    session: Session,
+    out: Counter[Cell],
+    table: Any,
+    where: Any,
+    hall: str | None,
+    staff: bool,
+    item: bool,
+) -> None:
+    """Add the rows of a rollup table matching `where`, summed per cell, to `out`."""
+    cols: list[Any] = [table.hall, table.window, table.device]
+    cols += [table.staff] if staff else []
+    cols += [table.item] if item else []
+    cols += [table.scale, table.level, table.repeat, table.paused]
+    q = select(*cols, func.sum(table.n)).where(where)
+    if hall is not None:
+        q = q.where(table.hall == hall)
+    for row in session.execute(q.group_by(*cols)):
         v = list(row)
         h, w, d = v[0], v[1], v[2]
         pos = 3
@@ -191,7 +219,6 @@ def rollup_cells(
         pos += int(item)
         scale, lv, rep, pau, n = v[pos : pos + 5]
         out[(h, w, d, s, i, int(scale), int(lv), bool(rep), bool(pau))] += int(n)
-    return out
 
 
 def compute_scores(

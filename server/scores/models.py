@@ -35,6 +35,29 @@ class RatingDaily(Base):
     n: Mapped[int] = mapped_column(Integer)
 
 
+class RatingMonthly(Base):
+    """The daily rollups of one month added up (refreshed whenever a day of it is rebuilt).
+
+    Used for whole months whose every day is rolled up; keeps a year at 12 rows per cell.
+    """
+
+    __tablename__ = "rating_monthly"
+    __table_args__ = (Index("ix_rating_monthly_month", "month"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    month: Mapped[date] = mapped_column(Date)
+    hall: Mapped[str] = mapped_column(String(CODE_LEN))
+    window: Mapped[str] = mapped_column(String(CODE_LEN))
+    device: Mapped[str] = mapped_column(String(CODE_LEN))
+    staff: Mapped[str] = mapped_column(String(CODE_LEN), default="")
+    item: Mapped[str] = mapped_column(String(CODE_LEN), default="")
+    scale: Mapped[int] = mapped_column(Integer)
+    level: Mapped[int] = mapped_column(Integer)
+    repeat: Mapped[bool] = mapped_column(Boolean, default=False)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    n: Mapped[int] = mapped_column(Integer)
+
+
 class RollupDay(Base):
     """A local day whose ratings are in `rating_daily` (built from the raw ratings)."""
 

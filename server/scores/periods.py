@@ -60,6 +60,11 @@ def period_of(kind: str, ref: date) -> Period:
     raise ValueError(f"period kind must be one of {', '.join(PERIOD_KINDS[:-1])}")
 
 
+def month_of(day: date) -> Period:
+    """Return the month that contains `day`."""
+    return period_of("month", day)
+
+
 def _next_month(first: date) -> date:
     """Return the first day of the month after the month starting at `first`."""
     return date(first.year + first.month // 12, first.month % 12 + 1, 1)

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, literal, select
 from sqlalchemy.orm import Session
 
 from server.influx import InfluxClient
 from server.scores.engine import cells_of
 from server.scores.fraud import detect
-from server.scores.models import RatingDaily, RatingFlag, RollupDay
-from server.scores.periods import Period, day_start, local_day
+from server.scores.models import RatingDaily, RatingFlag, RatingMonthly, RollupDay
+from server.scores.periods import Period, day_start, local_day, month_of
 from server.scores.policy import Policy
 from server.scores.source import RawRating, read_day_ratings
 
@@ -31,10 +31,36 @@ class DayBuilt:
     new_flags: int
 
 
+def refresh_month(session: Session, month: date) -> None:
+    """Recompute the monthly rollup of the month starting at `month` from its daily rollups."""
+    last = month_of(month).last
+    session.execute(delete(RatingMonthly).where(RatingMonthly.month == month))
+    rd = RatingDaily
+    dims = [rd.hall, rd.window, rd.device, rd.staff, rd.item, rd.scale, rd.level]
+    dims += [rd.repeat, rd.paused]
+    sums = (
+        select(literal(month), *dims, func.sum(rd.n))
+        .where(rd.day >= month, rd.day <= last)
+        .group_by(*dims)
+    )
+    rm = RatingMonthly
+    cols = ["month", "hall", "window", "device", "staff", "item", "scale", "level"]
+    cols += ["repeat", "paused", "n"]
+    session.execute(insert(rm).from_select(cols, sums))
+
+
 def build_day(
-    session: Session, influx: InfluxClient, day: date, tz: ZoneInfo, policy: Policy
+    session: Session,
+    influx: InfluxClient,
+    day: date,
+    tz: ZoneInfo,
+    policy: Policy,
+    refresh: bool = True,
 ) -> DayBuilt:
-    """Replace the rollup of `day` from the raw ratings and add new fraud flags (committed)."""
+    """Replace the rollup of `day` from the raw ratings and add new fraud flags (committed).
+
+    With `refresh` the monthly rollup of the day's month is recomputed too.
+    """
     ratings = read_day_ratings(influx, day_start(day, tz), day_start(day + timedelta(days=1), tz))
     cells = cells_of(ratings)
     session.execute(delete(RatingDaily).where(RatingDaily.day == day))
@@ -61,6 +87,8 @@ def build_day(
         row.timezone, row.ratings = str(tz), len(ratings)
         row.built = datetime.now(UTC)
     new = record_flags(session, ratings, policy, tz)
+    if refresh:
+        refresh_month(session, day.replace(day=1))
     session.commit()
     log.info(
         "rollup of %s: %d ratings in %d cells, %d new flags", day, len(ratings), len(cells), new
@@ -122,9 +150,12 @@ def build_rollups(
     days = period.days()
     out = []
     for n, day in enumerate(days, 1):
-        out.append(build_day(session, influx, day, tz, policy))
+        out.append(build_day(session, influx, day, tz, policy, refresh=False))
         if progress:
             progress(n, len(days))
+    for month in sorted({d.replace(day=1) for d in days}):
+        refresh_month(session, month)
+    session.commit()
     return out
 
 

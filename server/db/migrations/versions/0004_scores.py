@@ -1,4 +1,4 @@
-"""Score tables: rating_daily rollups, rollup_days and rating_flags (fraud review).
+"""Score tables: rating_daily and rating_monthly rollups, rollup_days, rating_flags.
 
 Revision ID: 0004
 Revises: 0003
@@ -15,7 +15,7 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
-    """Create the rating_daily, rollup_days and rating_flags tables."""
+    """Create the score tables."""
     op.create_table(
         "rating_daily",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -33,6 +33,23 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_rating_daily"),
     )
     op.create_index("ix_rating_daily_day", "rating_daily", ["day"])
+    op.create_table(
+        "rating_monthly",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("month", sa.Date(), nullable=False),
+        sa.Column("hall", sa.String(64), nullable=False),
+        sa.Column("window", sa.String(64), nullable=False),
+        sa.Column("device", sa.String(64), nullable=False),
+        sa.Column("staff", sa.String(64), nullable=False),
+        sa.Column("item", sa.String(64), nullable=False),
+        sa.Column("scale", sa.Integer(), nullable=False),
+        sa.Column("level", sa.Integer(), nullable=False),
+        sa.Column("repeat", sa.Boolean(), nullable=False),
+        sa.Column("paused", sa.Boolean(), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_rating_monthly"),
+    )
+    op.create_index("ix_rating_monthly_month", "rating_monthly", ["month"])
     op.create_table(
         "rollup_days",
         sa.Column("day", sa.Date(), nullable=False),
@@ -77,5 +94,7 @@ def downgrade() -> None:
     """Drop the score tables."""
     op.drop_table("rating_flags")
     op.drop_table("rollup_days")
+    op.drop_index("ix_rating_monthly_month", table_name="rating_monthly")
+    op.drop_table("rating_monthly")
     op.drop_index("ix_rating_daily_day", table_name="rating_daily")
     op.drop_table("rating_daily")
