@@ -26,6 +26,7 @@ from server.scores import settings as scores_settings
 from server.scores.export import header, manifest_path
 from server.scores.periods import Period
 from server.scores.policy import Policy
+from server.scores.rollup import build_rollups
 from server.scores.service import export_scores
 from server.settings import ServerSettings
 from tests.support import REPO
@@ -210,13 +211,40 @@ def test_api_exports_respect_roles(
         assert {r["key"] for r in scores["rows"]} == {"hz", "hx"}
         assert "评价得分导出" in office.get("/exports").text
         assert "Score export" in office.get("/exports?lang=en").text
-        # Flags (none until the rollup job ran): reviewing needs the office.
+        # Flags come from the rollup job; a hall manager sees their hall's, the office reviews.
         assert office.get("/api/scores/flags").json() == []
-        assert mgr.post("/api/scores/flags/1/review", json={"verdict": "fraud"}).status_code == 403
+        with world.db.session() as s:
+            build_rollups(s, world.influx, Period(DAY, DAY), TZ, Policy())
+        flags = office.get("/api/scores/flags?status=pending").json()
+        assert len(flags) == 13 and mgr.get("/api/scores/flags").json() == []
+        same = next(f for f in flags if f["rule"] == "same_ticket")
+        url = f"/api/scores/flags/{same['id']}/review"
+        assert mgr.post(url, json={"verdict": "fraud"}).status_code == 403
+        reviewed = office.post(url, json={"verdict": "fraud", "note": "补评"}).json()
+        assert (reviewed["status"], reviewed["reviewed_by"]) == ("fraud", "office")
+        after = office.get("/api/scores?from=2026-03-02&to=2026-03-02").json()
+        assert after["exclusions"]["fraud"] == 1
+        assert [e["id"] for e in after["excluded_ratings"] if e["reason"] == "fraud"] == [
+            same["rating_id"]
+        ]
         assert (
-            office.post("/api/scores/flags/1/review", json={"verdict": "fraud"}).status_code == 404
+            office.post("/api/scores/flags/9999/review", json={"verdict": "fraud"}).status_code
+            == 404
         )
     finally:
         for c in (office, mgr, viewer):
             c.__exit__(None, None, None)
         scores_settings.get_settings.cache_clear()
+
+
+def test_bench_export_smoke() -> None:
+    """`windowrate bench export --json` on a tiny year: the last line is the result row."""
+    cmd = [
+        sys.executable, "-m", "windowrate", "--log-level", "WARNING", "bench", "export",
+        "--windows", "20", "--days", "40", "--raw-days", "1", "--json",
+    ]  # fmt: skip
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
+    detail, last = (json.loads(line) for line in res.stdout.strip().splitlines()[-2:])
+    assert set(last) == {"windows", "ratings", "seconds"} and last["windows"] == 20
+    assert detail["rows"] == 20 and detail["raw_days"] == 1 and detail["rollup_days"] == 39
+    assert detail["counted"] + detail["excluded"] == last["ratings"] > 0
