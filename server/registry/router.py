@@ -7,8 +7,8 @@ and `POST /{entity}/import?dry_run=true|false` with a CSV body.
 
 Every route needs a login (401 without). Reading is open to every role; writing to
 an admin, and to a hall manager for the units, windows, devices and staff of their
-own hall (403 otherwise). A hall manager sees only their own hall: other halls'
-records are left out of lists and answer 404. Every change is written to the audit log.
+own hall (403 otherwise). A hall manager, and a viewer with a hall, see only that hall:
+other halls' records are left out of lists and answer 404. Every change is written to the audit log.
 """
 
 import logging
@@ -77,12 +77,18 @@ def _own_hall_only(who: Principal, hall: Any) -> None:
         raise HTTPException(status_code=403, detail="hall managers write only in their own hall")
 
 
+def _read_scope(who: Principal) -> str | None:
+    """Return the only hall `who` may read: a hall manager's, or a viewer's own (None: all)."""
+    return who.hall if who.role in ("hall_manager", "viewer") else None
+
+
 def _visible(who: Principal, ent: Entity, out: Any, key: Key) -> None:
-    """Raise NotFound (as if missing) when a hall manager addresses another hall's record."""
-    if who.role != "hall_manager" or ent.name == "items":
+    """Raise NotFound (as if missing) when a reader bound to a hall addresses another hall's."""
+    scope = _read_scope(who)
+    if scope is None or ent.name == "items":
         return
     hall = out.code if ent.name == "halls" else out.hall
-    if hall != who.hall:
+    if hall != scope:
         raise NotFound(f"no {ent.title} {str(key)!r}")
 
 
@@ -144,11 +150,12 @@ def _add_entity(router: APIRouter, ent: Entity) -> None:
     def list_(
         session: SessionDep, who: UserDep, hall: Annotated[str | None, Depends(filter_dep)]
     ) -> Any:
-        """List the records, ordered by hall and code (a hall manager's own hall only)."""
-        if who.role == "hall_manager" and ent.name != "items":
-            if hall is not None and hall != who.hall:
+        """List the records, ordered by hall and code (a hall-bound reader's own hall only)."""
+        scope = _read_scope(who)
+        if scope is not None and ent.name != "items":
+            if hall is not None and hall != scope:
                 return []
-            hall = who.hall
+            hall = scope
         return list_records(session, ent, hall)
 
     def _read(session: Session, who: Principal, key: Key) -> Any:
