@@ -7,17 +7,36 @@ reader answers "nothing" when the table does not exist, so scores work without t
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import inspect, select, text
+from sqlalchemy import Date, Integer, String, column, inspect, select, table
 from sqlalchemy.orm import Session
 
 from protocol.messages import FLAG_REPEAT
-from server.db.models import Device, Hall, ServiceItem, Staff, Unit, Window
+from server.db.models import Device, Hall, ServiceItem, Staff, Unit, UtcDateTime, Window
 from server.scores.models import RatingFlag
 
 log = logging.getLogger(__name__)
+
+# The columns of `server/cases/`' table that scoring reads, typed like the writer's.
+CASES = table(
+    "cases",
+    column("rating_id", String),
+    column("rating_ts", UtcDateTime),
+    column("hall", String),
+    column("window", String),
+    column("device", String),
+    column("staff", String),
+    column("item", String),
+    column("scale", Integer),
+    column("level", Integer),
+    column("reasons", String),
+    column("appeal_state", String),
+    column("state", String),
+    column("due", Date),
+    column("closed", UtcDateTime),
+)
 
 
 @dataclass(slots=True)
@@ -112,15 +131,15 @@ def approved_appeals(session: Session, start: datetime, end: datetime) -> list[E
     """Return the ratings whose case has an approved appeal (none without the cases table)."""
     if not _has_table(session, "cases"):
         return []
-    q = text(
-        'SELECT rating_id, rating_ts, hall, "window", device, staff, item, scale, level, '
-        "reasons FROM cases WHERE appeal_state = 'approved' "
-        "AND rating_ts >= :start AND rating_ts < :end ORDER BY rating_id"
+    c = CASES.c
+    q = (
+        select(CASES)
+        .where(c.appeal_state == "approved", c.rating_ts >= start, c.rating_ts < end)
+        .order_by(c.rating_id)
     )
     out: list[ExcludedRating] = []
-    for row in session.execute(q, {"start": start, "end": end}):
-        ts = row.rating_ts
-        ts_ms = _ms(ts if isinstance(ts, datetime) else datetime.fromisoformat(str(ts)))
+    for row in session.execute(q):
+        ts_ms = _ms(row.rating_ts)
         out.append(
             ExcludedRating(
                 str(row.rating_id),
@@ -183,21 +202,15 @@ def read_cases(
     """Return the cases of ratings with start <= time < end; None without the cases table."""
     if not _has_table(session, "cases"):
         return None
-    q = text(
-        'SELECT hall, "window", staff, item, state, due, closed FROM cases '
-        "WHERE rating_ts >= :start AND rating_ts < :end"
+    c = CASES.c
+    q = select(c.hall, c.window, c.staff, c.item, c.state, c.due, c.closed).where(
+        c.rating_ts >= start, c.rating_ts < end
     )
     out: list[CaseRow] = []
-    for row in session.execute(q, {"start": start, "end": end}):
-        closed_at = row.closed
-        if closed_at is not None and not isinstance(closed_at, datetime):
-            closed_at = datetime.fromisoformat(str(closed_at))
-        due = row.due if isinstance(row.due, date) else date.fromisoformat(str(row.due))
+    for row in session.execute(q):
         is_closed = row.state == "closed"
-        on_time = False
-        if is_closed and closed_at is not None:
-            aware = closed_at if closed_at.tzinfo else closed_at.replace(tzinfo=ZoneInfo("UTC"))
-            on_time = aware.astimezone(tz).date() <= due
+        closed_at = row.closed
+        on_time = is_closed and closed_at is not None and closed_at.astimezone(tz).date() <= row.due
         out.append(
             CaseRow(row.hall, row.window, row.staff or "", row.item or "", is_closed, on_time)
         )
