@@ -42,6 +42,7 @@ class LocalSetup(BaseModel):
     port: int = Field(ge=1, le=65535, title="Broker port")
     username: str | None = Field(default=None, max_length=128, title="MQTT user name")
     password: SecretStr | None = Field(default=None, title="MQTT password")
+    tls_ca: str | None = Field(default=None, title="Hall CA file; TLS to the broker when set")
 
 
 def valid_host(host: str) -> bool:
@@ -107,6 +108,7 @@ def apply(settings: KioskSettings, setup: LocalSetup | None) -> KioskSettings:
             "port": setup.port,
             "username": setup.username,
             "password": setup.password,
+            "tls_ca": setup.tls_ca,
         }
     )
     log.info("setup.json overrides hall, device and broker (%s:%d)", setup.host, setup.port)
@@ -150,6 +152,7 @@ class SetupForm:
     current: tuple[str, str]
     backlog: int = 0
     errors: dict[str, str] = field(default_factory=dict)
+    tls_ca: str | None = None  # kept as provisioned; not edited on the screen
 
     @classmethod
     def from_settings(cls, settings: KioskSettings, backlog: int) -> "SetupForm":
@@ -166,6 +169,7 @@ class SetupForm:
             },
             current=(settings.hall, settings.device),
             backlog=backlog,
+            tls_ca=m.tls_ca,
         )
 
     def set(self, name: str, text: str) -> None:
@@ -208,4 +212,5 @@ class SetupForm:
             port=port,
             username=v["username"] or None,
             password=SecretStr(v["password"]) if v["password"] else None,
+            tls_ca=self.tls_ca,
         )

@@ -12,6 +12,7 @@ import click
 
 from protocol.connection import MqttSettings
 from server.scores.commands import bench_export, export_command, scores_group
+from windowrate import cli_security
 
 
 def _stop_on_signals() -> threading.Event:
@@ -310,9 +311,12 @@ def up(
     stack.stop()
 
 
-@main.command("kiosk")
-def kiosk_command() -> None:
+@main.group("kiosk", invoke_without_command=True)
+@click.pass_context
+def kiosk_command(ctx: click.Context) -> None:
     """Run the touchscreen terminal (WR_KIOSK_* variables, then the setup screen's setup.json)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from kiosk.local_setup import effective
     from kiosk.main import run
     from kiosk.settings import get_settings
@@ -320,6 +324,12 @@ def kiosk_command() -> None:
     if run(effective(get_settings())):
         logging.getLogger(__name__).warning("restarting the kiosk with its new setup")
         os.execv(sys.executable, [sys.executable, "-m", "windowrate", *sys.argv[1:]])
+
+
+kiosk_command.add_command(cli_security.kiosk_provision)
+main.add_command(cli_security.device)
+main.add_command(cli_security.broker)
+main.add_command(cli_security.pki)
 
 
 @main.group()
