@@ -39,6 +39,7 @@ from server.scores.models import RatingFlag
 from server.scores.periods import Period, period_of
 from server.scores.policy import Policy, PolicyError, load_policy
 from server.scores.rollup import build_rollups, check_rollups
+from tests.test_registry import PG_BIN, PgCluster
 
 TZ = ZoneInfo("Asia/Shanghai")
 DAY = date(2026, 3, 2)
@@ -203,12 +204,36 @@ class World:
     url: str
 
 
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgCluster]:
+    """A PostgreSQL cluster for this module's tests."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip(f"PostgreSQL binaries not in {PG_BIN}: apt-get install postgresql")
+    cluster = PgCluster()
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def world(influx: Influxd, tmp_path: Path) -> Iterator[World]:
-    """The crafted dataset in a real influxd; registry and cases in SQLite."""
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The server database: SQLite unless a test asks for PostgreSQL (indirect parameter)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return f"sqlite:///{tmp_path / 'wr.db'}"
+    cluster: PgCluster = request.getfixturevalue("pg")
+    return cluster.new_database()
+
+
+@pytest.fixture
+def world(influx: Influxd, db_url: str) -> Iterator[World]:
+    """The crafted dataset in a real influxd; registry and cases in `db_url`."""
     ds = crafted()
     write_lines(influx.url, ds.lines())
-    db = Database(f"sqlite:///{tmp_path / 'wr.db'}")
+    db = Database(db_url)
     db.upgrade()
     fill_registry(db)
     add_cases(db, ds)
@@ -305,6 +330,7 @@ def check(rows: dict[str, dict[str, Any]], expected: dict[str, dict[str, Any]]) 
         assert got == want, key
 
 
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_every_rule_on_the_crafted_dataset(world: World) -> None:
     """Raw scores, then flags from the rollup job, a review, and rollup-based scores agree."""
     ds = world.ds
