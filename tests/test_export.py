@@ -147,6 +147,13 @@ def test_cli_export_with_policy_file_and_progress(world: World, tmp_path: Path) 
         [*cmd[:7], "2026-02-28", *cmd[8:]], env=env, cwd=REPO, capture_output=True, timeout=60
     )
     assert bad.returncode != 0
+    week = tmp_path / "week.json"
+    res = subprocess.run(
+        [*cmd[:4], "--period", "week", "--date", "2026-03-04", "--out", str(week)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads(manifest_path(week).read_text())["period"]["to"] == "2026-03-08"
 
 
 def _login(app: Any, username: str) -> TestClient:

@@ -56,8 +56,16 @@ def _period(first: datetime, last: datetime) -> Any:
 
 
 @click.command("export")
-@click.option("--from", "first", type=DAY, required=True, help="First day, YYYY-MM-DD.")
-@click.option("--to", "last", type=DAY, required=True, help="Last day (inclusive).")
+@click.option("--from", "first", type=DAY, default=None, help="First day, YYYY-MM-DD.")
+@click.option("--to", "last", type=DAY, default=None, help="Last day (inclusive).")
+@click.option(
+    "--period",
+    "kind",
+    type=click.Choice(["day", "week", "month", "quarter", "year"]),
+    default=None,
+    help="Instead of --from/--to: the period containing --date.",
+)
+@click.option("--date", "ref", type=DAY, default=None, help="Day in --period (default today).")
 @click.option("--level", type=click.Choice(LEVELS), default="window", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="From --out.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Data file.")
@@ -65,8 +73,10 @@ def _period(first: datetime, last: datetime) -> Any:
 @click.option("--hall", default=None, help="Only this hall.")
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
 def export_command(
-    first: datetime,
-    last: datetime,
+    first: datetime | None,
+    last: datetime | None,
+    kind: str | None,
+    ref: datetime | None,
     level: str,
     fmt: str | None,
     out: Path,
@@ -81,7 +91,17 @@ def export_command(
     fmt = fmt or out.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise click.BadParameter("give --format csv|xlsx|json or an --out with that suffix")
-    pol, period = _policy(policy), _period(first, last)
+    from server.scores.periods import period_of
+
+    if kind is not None:
+        if first or last:
+            raise click.BadParameter("give either --period (and --date) or --from and --to")
+        period = period_of(kind, ref.date() if ref else date.today())
+    elif first is None or last is None:
+        raise click.BadParameter("give --from and --to (or --period)")
+    else:
+        period = _period(first, last)
+    pol = _policy(policy)
     cfg, db, influx = _open()
     try:
         with db.session() as session:
