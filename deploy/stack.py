@@ -1,6 +1,14 @@
-"""The local stack behind `windowrate up`: broker, InfluxDB, gateway, server and kiosks."""
+"""The local stack behind `windowrate up`: broker, InfluxDB, gateway, server and kiosks.
 
+Secured as a hall is: a CA made like `windowrate pki init`, the broker with anonymous access
+off, a TLS listener, and the password file and ACL the server writes from its registry;
+gateway and server log in with their own accounts and each simulated kiosk with the login
+`windowrate device add` gives it. Logins are re-keyed at every start (nothing to remember).
+"""
+
+import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -10,7 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from deploy.services import Influxd, Mosquitto, die_with_parent, env_with, port_open
+from deploy.pki import PkiPaths, init_ca, issue_server_cert
+from deploy.services import Influxd, Mosquitto, TlsFiles, die_with_parent, env_with, port_open
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +32,10 @@ class Ports:
     influx: int = 8086
     server: int = 8000
     metrics: int = 9108
+    mqtt_tls: int = 8883
+
+
+DEMO_HALL = "demo"
 
 
 class Stack:
@@ -33,7 +46,18 @@ class Stack:
         self.run_dir = run_dir
         self.ports = ports
         self.host = host
-        self.mosquitto = Mosquitto(run_dir / "mosquitto", port=ports.mqtt, host=host)
+        self.pki = PkiPaths(run_dir / "pki")
+        self.auth_dir = run_dir / "broker-auth"
+        self.pid_file = run_dir / "mosquitto" / "mosquitto.pid"
+        self.db_path = run_dir / "server" / "windowrate.db"
+        self.credentials_file = run_dir / "kiosks" / "credentials.json"
+        self.logins: dict[str, str] = {}
+        tls = TlsFiles(
+            ports.mqtt_tls, self.pki.ca_cert, self.pki.cert("broker"), self.pki.key("broker")
+        )
+        self.mosquitto = Mosquitto(
+            run_dir / "mosquitto", port=ports.mqtt, host=host, auth_dir=self.auth_dir, tls=tls
+        )
         self.influxd = Influxd(run_dir / "influxdb", port=ports.influx, host=host)
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: list[object] = []
@@ -49,6 +73,8 @@ class Stack:
         return env_with(
             WR_GATEWAY_MQTT__HOST=h,
             WR_GATEWAY_MQTT__PORT=str(p.mqtt),
+            WR_GATEWAY_MQTT__USERNAME="gateway",
+            WR_GATEWAY_MQTT__PASSWORD=self.logins.get("gateway", ""),
             WR_GATEWAY_INFLUX__URL=f"http://{h}:{p.influx}",
             WR_GATEWAY_METRICS_HOST=h,
             WR_GATEWAY_METRICS_PORT=str(p.metrics),
@@ -57,8 +83,15 @@ class Stack:
             WR_SERVER_PORT=str(p.server),
             WR_SERVER_MQTT__HOST=h,
             WR_SERVER_MQTT__PORT=str(p.mqtt),
+            WR_SERVER_MQTT__USERNAME="server",
+            WR_SERVER_MQTT__PASSWORD=self.logins.get("server", ""),
+            WR_SERVER_PROVISIONING__BROKER_AUTH_DIR=str(self.auth_dir),
+            WR_SERVER_PROVISIONING__BROKER_PID_FILE=str(self.pid_file),
+            WR_SERVER_PROVISIONING__BROKER_HOST=h,
+            WR_SERVER_PROVISIONING__BROKER_PORT=str(p.mqtt_tls),
+            WR_SERVER_PROVISIONING__CA_FILE=str(self.pki.ca_cert),
             WR_SERVER_INFLUX__URL=f"http://{h}:{p.influx}",
-            WR_SERVER_DATABASE_URL=f"sqlite:///{self.run_dir / 'server' / 'windowrate.db'}",
+            WR_SERVER_DATABASE_URL=f"sqlite:///{self.db_path}",
             WR_SERVER_GATEWAY_METRICS_URLS=f'["http://{h}:{p.metrics}/metrics"]',
         )
 
@@ -83,13 +116,17 @@ class Stack:
             ("InfluxDB", self.ports.influx),
             ("server", self.ports.server),
             ("gateway metrics", self.ports.metrics),
+            ("MQTT over TLS", self.ports.mqtt_tls),
         ):
             if port_open(self.host, port):
                 raise RuntimeError(
                     f"port {port} ({what}) is already in use: stop whatever listens there "
                     f"(`ss -ltnp | grep :{port}`) or choose another port (see --help)"
                 )
+        self._provision(kiosks)
         self.mosquitto.start()
+        assert self.mosquitto.proc is not None
+        self.pid_file.write_text(f"{self.mosquitto.proc.pid}\n")
         self.influxd.start()
         self._spawn("gateway", ["gateway", "run"])
         self._spawn("server", ["server", "run"])
@@ -108,9 +145,52 @@ class Stack:
                     str(self.ports.mqtt),
                     "--data-dir",
                     str(self.run_dir / "kiosks"),
+                    "--hall",
+                    DEMO_HALL,
+                    "--credentials",
+                    str(self.credentials_file),
                 ],
             )
         self._wait_http(f"http://{self.host}:{self.ports.server}/health", "server")
+
+    def _provision(self, kiosks: int) -> None:
+        """CA and broker certificate, service logins, one login per kiosk, the broker's files."""
+        from server.db.engine import Database
+        from server.provisioning import service
+        from server.provisioning.settings import ProvisioningSettings
+
+        if init_ca(self.pki):
+            log.info("made the demo CA in %s", self.pki.root)
+        issue_server_cert(self.pki, "broker", [self.host, "localhost"])
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        db = Database(f"sqlite:///{self.db_path}")
+        try:
+            db.upgrade()
+            with db.session() as session:
+                for name in ("gateway", "server"):
+                    self.logins[name] = service.set_service_account(
+                        session,
+                        username=name,
+                        role=name,
+                    )
+                creds: dict[str, str] = {}
+                for i in range(1, kiosks + 1):
+                    device = f"k-{i:04d}"
+                    try:
+                        service.find_account(session, device)
+                        creds[device] = service.rekey(session, device)
+                    except service.ProvisioningError:
+                        _acc, creds[device], _made = service.add_device(
+                            session, hall=DEMO_HALL, device=device, window=f"w{i:02d}"
+                        )
+                session.commit()
+                service.sync_broker(session, ProvisioningSettings(broker_auth_dir=self.auth_dir))
+        finally:
+            db.close()
+        self.credentials_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(creds, f)
 
     def _wait_http(self, url: str, name: str, timeout: float = 30) -> None:
         """Wait until `url` answers at all."""

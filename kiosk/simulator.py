@@ -6,6 +6,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from kiosk.clock import SystemClock
 from kiosk.outbox import Outbox
 from kiosk.publisher import Publisher
@@ -33,6 +35,8 @@ class SimulationSpec:
     data_dir: Path = Path("var/sim")
     seed: int | None = None
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    # Each kiosk's own broker login (device id -> password), as `windowrate device add` made.
+    credentials: dict[str, str] = field(default_factory=dict)
 
 
 class VirtualKiosk:
@@ -48,7 +52,12 @@ class VirtualKiosk:
         self.rng = random.Random(None if spec.seed is None else spec.seed * 7919 + index)
         clock = SystemClock(trust_wall=True)
         self.outbox = Outbox(spec.data_dir / f"{self.identity.device}.sqlite")
-        self.publisher = Publisher(self.outbox, self.identity, spec.mqtt, clock)
+        mqtt = spec.mqtt
+        password = spec.credentials.get(self.identity.device)
+        if password is not None:
+            login = {"username": self.identity.device, "password": SecretStr(password)}
+            mqtt = mqtt.model_copy(update=login)
+        self.publisher = Publisher(self.outbox, self.identity, mqtt, clock)
         self.recorder = Recorder(self.outbox, self.identity, clock, self.publisher.wake)
         self.staff = [f"{index:02d}{k:02d}" for k in range(1, 3)]
         self.thread = threading.Thread(target=self._run, name=self.identity.device, daemon=True)

@@ -1,6 +1,7 @@
 """`windowrate up` end to end as a real process: every part starts, agrees, and stops."""
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -19,28 +20,30 @@ import pytest
 from deploy.services import free_port, port_open
 from server.influx import day_bounds
 from tests.support import CHILDREN, REPO, influx_query, wait_until
+from tests.test_broker_security import Client
 
 HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)
 class UpPorts:
-    """The four ports `windowrate up` is given."""
+    """The five ports `windowrate up` is given."""
 
     mqtt: int
     influx: int
     server: int
     metrics: int
+    mqtt_tls: int
 
-    def all(self) -> tuple[int, int, int, int]:
+    def all(self) -> tuple[int, int, int, int, int]:
         """Every port."""
-        return (self.mqtt, self.influx, self.server, self.metrics)
+        return (self.mqtt, self.influx, self.server, self.metrics, self.mqtt_tls)
 
 
 def four_free_ports() -> UpPorts:
-    """Four distinct free ports."""
+    """Five distinct free ports."""
     ports: list[int] = []
-    while len(ports) < 4:
+    while len(ports) < 5:
         p = free_port()
         if p not in ports:
             ports.append(p)
@@ -68,6 +71,8 @@ def up_command(run_dir: Path, ports: UpPorts) -> list[str]:
         str(ports.server),
         "--metrics-port",
         str(ports.metrics),
+        "--mqtt-tls-port",
+        str(ports.mqtt_tls),
     ]
 
 
@@ -209,6 +214,13 @@ def test_up_runs_the_whole_stack_and_stops_cleanly(up: Up) -> None:
 
     wait_until(announced, 60, interval=0.2, what="the board URL on stdout")
     assert port_open(HOST, ports.mqtt) and port_open(HOST, ports.influx)
+    assert port_open(HOST, ports.mqtt_tls)
+    # Secured like a hall: no anonymous login; each kiosk has its own (file readable by root only).
+    anon = Client(ports.mqtt, None, None)
+    assert anon.connack is not None and not anon.accepted
+    creds = up.run_dir / "kiosks" / "credentials.json"
+    assert creds.stat().st_mode & 0o777 == 0o600
+    assert sorted(json.loads(creds.read_text())) == ["k-0001", "k-0002", "k-0003"]
 
     def healthy() -> dict[str, Any] | None:
         resp = get(f"{board}health")

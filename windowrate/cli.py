@@ -148,6 +148,12 @@ def gateway_gaps(as_json: bool) -> None:
 @click.option(
     "--serial", is_flag=True, help="Each kiosk: a simulated button board on a pty plus the bridge."
 )
+@click.option(
+    "--credentials",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON file {device: password}: each kiosk's broker login (windowrate device add).",
+)
 def simulate(
     hall: str,
     kiosks: int,
@@ -160,6 +166,7 @@ def simulate(
     mqtt_port: int,
     seed: int | None,
     serial: bool,
+    credentials: Path | None,
 ) -> None:
     """Run virtual kiosks, each with its own outbox and MQTT connection."""
     from kiosk.simulator import SimulationSpec, run_simulation
@@ -175,6 +182,7 @@ def simulate(
         data_dir=data_dir,
         seed=seed,
         mqtt=MqttSettings(host=mqtt_host, port=mqtt_port),
+        credentials=json.loads(credentials.read_text()) if credentials else {},
     )
     if serial:
         from firmware_bridge.board_sim import run_serial_simulation
@@ -285,6 +293,7 @@ def server_create_admin(username: str) -> None:
 @click.option("--influx-port", default=8086, show_default=True)
 @click.option("--server-port", default=8000, show_default=True)
 @click.option("--metrics-port", default=9108, show_default=True)
+@click.option("--mqtt-tls-port", default=8883, show_default=True)
 @click.option("--rate", default=0.2, show_default=True, help="Ratings per second per kiosk.")
 def up(
     kiosks: int,
@@ -293,13 +302,15 @@ def up(
     influx_port: int,
     server_port: int,
     metrics_port: int,
+    mqtt_tls_port: int,
     rate: float,
 ) -> None:
     """Start broker, InfluxDB, gateway, server and simulated kiosks; stop all on Ctrl-C."""
     from deploy.stack import Ports, Stack
 
     stop = _stop_on_signals()
-    stack = Stack(run_dir.resolve(), Ports(mqtt_port, influx_port, server_port, metrics_port))
+    ports = Ports(mqtt_port, influx_port, server_port, metrics_port, mqtt_tls_port)
+    stack = Stack(run_dir.resolve(), ports)
     try:
         stack.start(kiosks=kiosks, rate=rate)
     except RuntimeError as exc:

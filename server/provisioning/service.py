@@ -138,6 +138,18 @@ def add_device(
     return acc, password, created
 
 
+def rekey(session: Session, username: str, actor: str | None = None) -> str:
+    """Give an account a new password (and lift a revocation); return the password."""
+    acc = find_account(session, username)
+    password = broker_auth.new_password()
+    acc.password_hash = broker_auth.mosquitto_hash(password)
+    acc.revoked = False
+    acc.updated = utcnow()
+    session.flush()
+    audit(session, actor, "broker.rekeyed", username)
+    return password
+
+
 def _mark_registry_changed(session: Session) -> None:
     """Let the registry's change hooks run after the commit (configs are republished)."""
     from server.registry.service import _mark_changed
