@@ -5,9 +5,10 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from protocol.connection import MqttSettings
+from protocol.secret_files import with_secret_files
 
 
 class KioskSettings(BaseSettings):
@@ -31,6 +32,19 @@ class KioskSettings(BaseSettings):
     setup_pin: SecretStr | None = Field(default=None, title="PIN of the setup screen (none: off)")
     voice: bool = Field(default=True, title="Spoken prompt and thank-you")
     trust_wall_clock: bool = Field(default=False, title="Treat the wall clock as synced")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Read each secret also from the file named by its `_FILE` variable."""
+        sources = (init_settings, env_settings, dotenv_settings, file_secret_settings)
+        return with_secret_files(settings_cls, sources)
 
 
 @lru_cache

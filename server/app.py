@@ -32,6 +32,7 @@ from server.live.service import LiveService
 from server.provisioning.router import make_router as provisioning_router
 from server.registry.router import make_router as registry_router
 from server.scores.router import make_router as scores_router
+from server.security_headers import SecurityHeaders
 from server.settings import ServerSettings, get_settings
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     )
     app.state.settings = cfg
     app.state.db = Database(cfg.database_url)
+    app.add_middleware(SecurityHeaders, hsts=cfg.cookie_secure)
     app.include_router(auth_router(cfg))
     app.include_router(registry_router())
     app.include_router(provisioning_router(cfg.provisioning))

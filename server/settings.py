@@ -6,9 +6,10 @@ from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from protocol.connection import MqttSettings
+from protocol.secret_files import with_secret_files
 from protocol.storage import InfluxSettings
 from protocol.topics import is_valid_id
 from server.live.settings import LiveSettings
@@ -33,6 +34,7 @@ class ServerSettings(BaseSettings):
     timezone: str = Field(default="Asia/Shanghai", title="The hall's time zone (IANA name)")
     hall: str | None = Field(default=None, title="Show only this hall (all halls when unset)")
     database_url: str = Field(
+        repr=False,
         default="sqlite:///var/server/windowrate.db",
         title="Registry database URL (SQLAlchemy; sqlite:/// or postgresql+psycopg://)",
     )
@@ -71,6 +73,19 @@ class ServerSettings(BaseSettings):
     case_webhook_retries: int = Field(
         default=6, ge=0, le=50, title="Webhook retries after a failed delivery (backoff doubles)"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Read each secret also from the file named by its `_FILE` variable."""
+        sources = (init_settings, env_settings, dotenv_settings, file_secret_settings)
+        return with_secret_files(settings_cls, sources, extra=("database_url",))
 
     @field_validator("case_webhook_urls", mode="before")
     @classmethod
