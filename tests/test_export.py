@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -14,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
-from deploy.services import Influxd
+from deploy.services import Influxd, Mosquitto, free_port
+from protocol.connection import MqttSettings
 from protocol.storage import InfluxSettings
 from server.app import create_app
 from server.auth.service import create_user
@@ -29,7 +32,7 @@ from server.scores.policy import Policy
 from server.scores.rollup import build_rollups
 from server.scores.service import export_scores
 from server.settings import ServerSettings
-from tests.support import REPO
+from tests.support import REPO, wait_until
 from tests.test_scores import DAY, TZ, World, add_cases, crafted, fill_registry, write_lines
 
 PASSWORD = "correct horse battery"
@@ -255,3 +258,57 @@ def test_bench_export_smoke() -> None:
     assert set(last) == {"windows", "ratings", "seconds"} and last["windows"] == 20
     assert detail["rows"] == 20 and detail["raw_days"] == 1 and detail["rollup_days"] == 39
     assert detail["counted"] + detail["excluded"] == last["ratings"] > 0
+
+
+def test_export_page_in_chromium(
+    world: World, broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headless Chromium: the office starts an export on /exports, sees it finish, downloads."""
+    pw = pytest.importorskip("playwright.sync_api")
+    monkeypatch.setenv("WR_SCORES_EXPORT_DIR", str(tmp_path / "exports"))
+    scores_settings.get_settings.cache_clear()
+    with world.db.session() as s:
+        create_user(s, "office", PASSWORD, "office")
+        s.commit()
+    cfg = ServerSettings(
+        port=free_port(),
+        database_url=str(world.db.engine.url),
+        influx=InfluxSettings(url=world.url),
+        mqtt=MqttSettings(port=broker.port),
+        case_poller=False,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(cfg), host="127.0.0.1", port=cfg.port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{cfg.port}"
+    try:
+        wait_until(lambda: server.started, 30, what="uvicorn started")
+        with pw.sync_playwright() as p:
+            browser = p.chromium.launch(
+                executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
+            )
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            login = {"username": "office", "password": PASSWORD}
+            assert page.request.post(f"{base}/api/auth/login", data=login).ok
+            page.goto(f"{base}/exports")
+            page.fill("#from", "2026-03-02")
+            page.fill("#to", "2026-03-02")
+            page.select_option("#format", "json")
+            page.click("#start")
+            page.wait_for_selector("#links:not([hidden]), #error:not([hidden])", timeout=20_000)
+            assert page.is_hidden("#error"), page.inner_text("#error")
+            assert "5 行" in page.inner_text("#label") and "1/1 天" in page.inner_text("#label")
+            href = page.get_attribute("#file", "href")
+            assert href is not None
+            rows = page.request.get(f"{base}{href}").json()
+            assert [r["key"] for r in rows] == ["z1", "a1", "a2", "b1", "c9"]  # hx, then hz
+            assert errors == []
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        scores_settings.get_settings.cache_clear()
