@@ -285,7 +285,7 @@ def _users_router() -> APIRouter:
             str | None, Query(max_length=64, description="Actions starting with this")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     ) -> AuditPage:
         """List the audit log, newest first (admin or office)."""
         _only(who, "admin", "office")

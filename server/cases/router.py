@@ -154,7 +154,7 @@ def make_router(settings: ServerSettings) -> APIRouter:
         hall: Annotated[str | None, Query(max_length=64, description="Only this hall")] = None,
         appeal_state: Annotated[s.AppealState | None, Query(description="Appeal state")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     ) -> s.CaseList:
         """List the cases the user may read, newest rating first."""
         now = today()
