@@ -388,7 +388,8 @@ def test_policy_switches_change_results(world: World, tmp_path: Path) -> None:
     p = tmp_path / "p.toml"
     p.write_text(
         "min_sample = 10\n[exclusions]\ntest_devices = false\nrepeats = false\n"
-        "paused = false\nappeals = false\n[points]\ndefault = 20.0\noverrides = { a2 = 10.0 }\n"
+        "paused = false\nappeals = false\n[points]\ndefault = 20.0\n"
+        'overrides = { a2 = 10.0, "hz/b1" = 50.0, "hx/b1" = 1.0 }\n'
     )
     policy = load_policy(p)
     rows = rows_by_key(score(world, "window", policy=policy, use_rollups=False))
@@ -398,6 +399,7 @@ def test_policy_switches_change_results(world: World, tmp_path: Path) -> None:
     assert a1["excluded"] == 0 and a1["score"] == 76.56  # 3675/48 = 76.5625
     assert a1["points"] == 15.31  # 76.5625 / 100 × 20
     assert rows["hz/a2"]["status"] == "scored" and rows["hz/a2"]["points"] == 8.21  # 82.14 × 10
+    assert rows["hz/b1"]["allocated_points"] == 50.0 and rows["hz/b1"]["points"] == 37.78
 
 
 def test_rollup_check_finds_late_ratings(world: World) -> None:

@@ -372,7 +372,8 @@ def _row(
     rnd = policy.rounding
     scored = ratings >= policy.min_sample
     mean = index_sum / ratings if ratings else Decimal(0)
-    allocated = policy.points.overrides.get(key, policy.points.default)
+    overrides = policy.points.overrides
+    allocated = overrides.get(f"{hall}/{key}", overrides.get(key, policy.points.default))
     return ScoreRow(
         level=level,
         hall=hall,

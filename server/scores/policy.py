@@ -75,7 +75,8 @@ class Points(_Section):
 
     default: float = Field(default=100.0, ge=0, title="Points allocated to every entity")
     overrides: dict[str, float] = Field(
-        default_factory=dict, title="Points per entity key (e.g. window code), overriding default"
+        default_factory=dict,
+        title='Points per entity key ("a12") or hall and key ("hz-civic/a12"), overriding default',
     )
 
 

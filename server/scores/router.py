@@ -101,6 +101,8 @@ def scoped_hall(who: Principal, hall: str | None) -> str | None:
     if who.role not in SCORING_ROLES:
         raise HTTPException(status_code=403, detail=f"role {who.role} may not see scores")
     if who.role == "hall_manager":
+        if who.hall is None:
+            raise HTTPException(status_code=403, detail="hall manager without a hall")
         if hall is not None and hall != who.hall:
             raise HTTPException(status_code=403, detail="hall managers see only their own hall")
         return who.hall
@@ -147,7 +149,9 @@ def make_router(settings: ScoresSettings | None = None) -> APIRouter:
             return JSONResponse(status_code=503, content={"error": "influxdb", "detail": str(exc)})
 
     @router.post("/api/exports", status_code=202, response_model=ExportJob)
-    def api_export(request: Request, who: UserDep, body: ExportRequest) -> ExportJob:
+    def api_export(
+        request: Request, who: UserDep, session: SessionDep, body: ExportRequest
+    ) -> ExportJob:
         """Start an export job; poll `/api/exports/{id}` and fetch `/file` when done."""
         scope = scoped_hall(who, body.hall)
         period = _period(body.period_from, body.period_to)
@@ -174,6 +178,8 @@ def make_router(settings: ScoresSettings | None = None) -> APIRouter:
             hall=scope, total_days=len(period.days()), created=utc_now(),
         )  # fmt: skip
         log.info("export job %s by %s: %s", job_id, who.username, name)
+        audit(session, who.username, "export.start", job_id, {"file": name, "hall": scope})
+        session.commit()
         return board.submit(job, JobWork(run))
 
     def own_job(who: Principal, job_id: str) -> ExportJob:
