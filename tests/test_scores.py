@@ -27,8 +27,8 @@ import pytest
 from sqlalchemy import select
 
 from deploy.services import Influxd
-from gateway.lineproto import event_line, rating_line
-from protocol.messages import RatingEvent, ServiceEvent
+from gateway.lineproto import event_line, rating_line, status_line
+from protocol.messages import DeviceStatus, RatingEvent, ServiceEvent
 from protocol.storage import InfluxSettings
 from server.cases.models import Case
 from server.db.engine import Database
@@ -436,3 +436,18 @@ def test_month_from_monthly_rollups_equals_raw(world: World) -> None:
     assert rolled_windows.rows == raw.rows
     assert rows_by_key(raw)["hz/a1"]["ratings"] == 43  # + same ticket (unreviewed), 1st, 3rd
     assert sum(r.ratings for r in rolled.rows) == sum(r.ratings for r in raw.rows)
+
+
+def test_pause_from_device_status(world: World) -> None:
+    """A retained `paused` status until the next `online` one also makes a pause."""
+    lines = [
+        status_line(
+            DeviceStatus(v=1, device="k-z1", hall="hx", state=state, ts=t),  # type: ignore[arg-type]
+            t * 1_000_000,
+        )
+        for state, t in [("paused", T0 + 1_100_000), ("offline", T0 + 1_150_000),
+                         ("online", T0 + 1_300_000)]
+    ]  # fmt: skip
+    write_lines(world.url, "\n".join(lines) + "\n")
+    z1 = rows_by_key(score(world, "window", hall="hx", use_rollups=False))["hx/z1"]
+    assert (z1["ratings"], z1["exclusions"]) == (4, {"paused": 1})  # the one at T0 + 1200 s
