@@ -219,6 +219,10 @@ def test_api_exports_respect_roles(
         assert done["rows"] == 5 and manifest["sha256"] == hashlib.sha256(got).hexdigest()
         scores = office.get("/api/scores?from=2026-03-02&to=2026-03-02&level=hall").json()
         assert {r["key"] for r in scores["rows"]} == {"hz", "hx"}
+        month = office.get("/api/scores?period=month&date=2026-03-15&level=hall").json()
+        assert (month["period_from"], month["period_to"]) == ("2026-03-01", "2026-03-31")
+        assert office.get("/api/scores?from=2026-03-02").status_code == 422
+        assert office.get("/api/scores?from=2026-03-02&to=2026-03-01").status_code == 422
         assert "评价得分导出" in office.get("/exports").text
         assert "Score export" in office.get("/exports?lang=en").text
         # Flags come from the rollup job; a hall manager sees their hall's, the office reviews.

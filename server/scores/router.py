@@ -25,7 +25,7 @@ from server.scores.engine import ScoreResult, compute_scores
 from server.scores.export import manifest_path
 from server.scores.jobs import ExportJob, JobBoard, JobWork, new_job_id, utc_now
 from server.scores.models import RatingFlag
-from server.scores.periods import Period
+from server.scores.periods import Period, period_of
 from server.scores.policy import Policy, load_policy
 from server.scores.service import export_scores
 from server.scores.settings import ScoresSettings, get_settings
@@ -37,6 +37,7 @@ SCORING_ROLES = frozenset({"admin", "office", "hall_manager"})
 REVIEW_ROLES = frozenset({"admin", "office"})
 Level = Literal["window", "unit", "hall", "staff", "item"]
 Format = Literal["csv", "xlsx", "json"]
+PeriodName = Literal["day", "week", "month", "quarter", "year"]
 MEDIA = {
     "csv": "text/csv; charset=utf-8",
     "json": "application/json",
@@ -49,8 +50,10 @@ class ExportRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    period_from: date = Field(alias="from", title="First day (hall time zone)")
-    period_to: date = Field(alias="to", title="Last day, inclusive")
+    period_from: date | None = Field(default=None, alias="from", title="First day (hall tz)")
+    period_to: date | None = Field(default=None, alias="to", title="Last day, inclusive")
+    period: PeriodName | None = Field(default=None, title="Instead of from/to: this period …")
+    date_in: date | None = Field(default=None, alias="date", title="… containing this day")
     level: Level = Field(default="window", title="Entity level")
     format: Format = Field(default="xlsx", title="csv, xlsx or json")
     hall: str | None = Field(default=None, title="Only this hall (a hall manager: own hall)")
@@ -109,8 +112,19 @@ def scoped_hall(who: Principal, hall: str | None) -> str | None:
     return hall
 
 
-def _period(first: date, last: date) -> Period:
-    """Return the period, 422 when it ends before it starts."""
+def _period(
+    first: date | None,
+    last: date | None,
+    kind: str | None = None,
+    ref: date | None = None,
+) -> Period:
+    """Return from … to, or the period `kind` containing `ref` (today); 422 when wrong."""
+    if kind is not None:
+        if first is not None or last is not None:
+            raise HTTPException(status_code=422, detail="give either period or from and to")
+        return period_of(kind, ref or date.today())
+    if first is None or last is None:
+        raise HTTPException(status_code=422, detail="give from and to, or period")
     try:
         return Period(first, last)
     except ValueError as exc:
@@ -132,16 +146,19 @@ def make_router(settings: ScoresSettings | None = None) -> APIRouter:
         request: Request,
         who: UserDep,
         session: SessionDep,
-        first: Annotated[date, Query(alias="from")],
-        last: Annotated[date, Query(alias="to")],
+        first: Annotated[date | None, Query(alias="from")] = None,
+        last: Annotated[date | None, Query(alias="to")] = None,
+        period: PeriodName | None = None,
+        ref: Annotated[date | None, Query(alias="date")] = None,
         level: Level = "window",
         hall: str | None = None,
     ) -> ScoreResult | JSONResponse:
-        """Scores of every entity of `level` for the days from … to (inclusive)."""
+        """Scores of every entity of `level` for from … to (inclusive) or a period's days."""
         scope = scoped_hall(who, hall)
+        chosen = _period(first, last, period, ref)
         try:
             return compute_scores(
-                level, _period(first, last), policy=policy(),
+                level, chosen, policy=policy(),
                 tz=request.app.state.settings.tz, influx=request.app.state.influx,
                 session=session, hall=scope,
             )  # fmt: skip
@@ -154,7 +171,7 @@ def make_router(settings: ScoresSettings | None = None) -> APIRouter:
     ) -> ExportJob:
         """Start an export job; poll `/api/exports/{id}` and fetch `/file` when done."""
         scope = scoped_hall(who, body.hall)
-        period = _period(body.period_from, body.period_to)
+        period = _period(body.period_from, body.period_to, body.period, body.date_in)
         job_id = new_job_id()
         name = f"scores_{body.level}_{period.first}_{period.last}.{body.format}"
         out = cfg.export_dir / job_id / name
