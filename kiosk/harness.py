@@ -10,6 +10,7 @@ scenario's steps from Kivy Clock callbacks, touching the screen with real touch 
     {"confirm_reasons": true}         touch the submit key of the reasons screen
     {"keys": "0457\\n"}               type on the keyboard (a badge reader)
     {"entry": "1884"}                 type on the on-screen keyboard of a setup field
+    {"scan": "WR1;https://…;code;fp"}  text from a scanner that types like a keyboard
     {"expect_setup_error": "device"}  the setup form refused that field
     {"expect_restart": 5}             the setup was saved and the app asks to start again
     {"gpio": 5}                       press and release the GPIO button of level 5 (mock pins)
@@ -346,6 +347,12 @@ class Harness:
         """Type `text` by touching the keys of the on-screen keyboard (lower case, digits, ._:-)."""
         for ch in text:
             self.touch_widget(self._target(f"entry.key.{ch}"))
+
+    def step_scan(self, text: str) -> None:
+        """Text typed by a reader that types like a keyboard (QR/barcode scanner)."""
+        from kivy.core.window import Window
+
+        Window.dispatch("on_textinput", text)
 
     def step_expect_setup_error(self, name: str) -> None:
         """The setup form refused the field `name` (and shows why)."""

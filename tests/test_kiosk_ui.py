@@ -24,6 +24,8 @@ from deploy.services import Mosquitto, die_with_parent, free_port
 from kiosk.harness import Xvfb
 from kiosk.main import identity_dir
 from tests.support import CHILDREN, REPO, raw_client, wait_until
+from tests.test_broker_security import Client
+from tests.test_provisioning import Centre, Https, centre, https  # noqa: F401 (fixtures)
 
 HALL, DEVICE = "hz-civic", "k-0042"
 SHOTS = REPO / "docs" / "screenshots"
@@ -621,3 +623,45 @@ def test_setup_screen_fixes_the_broker_and_nothing_is_lost(
     assert second["backlog"] == 0 and second["last_seq"] == 1
     (rating,) = wait_until(lambda: listener.of("rating"), 10)
     assert rating["level"] == 4 and rating["seq"] == 1
+
+
+def test_setup_screen_redeems_a_scanned_provisioning_code(
+    display: str,
+    tmp_path: Path,
+    centre: Centre,  # noqa: F811 (the fixture imported above)
+    https: Https,  # noqa: F811
+) -> None:
+    """The technician scans the code's QR on the setup screen: the kiosk redeems it over HTTPS,
+    restarts as the new device and delivers over TLS with its own login."""
+    issued = https.issue("k-0077")
+    qr = f"WR1;{https.srv.url};{issued['code']};{issued['ca_fingerprint']}"
+    dead_port = free_port()
+    env = {"WR_KIOSK_SETUP_PIN": "2468", "WR_KIOSK_MQTT__PORT": str(dead_port)}
+    first = run_kiosk(
+        display,
+        tmp_path,
+        dead_port,
+        [
+            {"expect_screen": "rating"},
+            {"tap": "setup_button"},
+            *[{"tap": f"keypad.{d}"} for d in "2468"],
+            {"tap": "keypad.ok"},
+            {"expect_screen": "setup"},
+            {"tap": "setup.provision"},
+            {"scan": qr},
+            {"tap": "entry.ok"},
+            {"expect_restart": 20},
+        ],
+        env=env,
+        connect=False,
+    )
+    assert first["restart_requested"]
+    saved = json.loads((tmp_path / "kiosk" / "setup.json").read_text())
+    assert (saved["hall"], saved["device"], saved["username"]) == ("hz-civic", "k-0077", "k-0077")
+    assert saved["port"] == centre.prov.broker_port and saved["tls_ca"].endswith("hall-ca.crt")
+    watch = Client(centre.broker.port, "server", centre.env["SERVER_PW"], client_id="ui-watch")
+    watch.subscribe("wr/v1/hz-civic/k-0077/rating")
+    second = run_kiosk(display, tmp_path, dead_port, [{"touch": 5}, {"wait_drained": 15}], env=env)
+    assert second["last_seq"] == 1 and second["backlog"] == 0
+    wait_until(lambda: watch.topics(), 10)
+    watch.close()

@@ -168,11 +168,26 @@ class HttpsServer:
         self.thread.join(30)
 
 
-def test_a_code_redeemed_over_https_provisions_a_kiosk_that_delivers(
-    centre: Centre, tmp_path: Path
-) -> None:
-    """Admin registers a device and gets a code; the kiosk checks the CA fingerprint, redeems
-    it once, and its core delivers a rating over TLS with the login it received."""
+@dataclass
+class Https:
+    """The server under TLS and an admin's client of it."""
+
+    srv: HttpsServer
+    http: httpx.Client
+
+    def issue(self, device: str) -> dict[str, Any]:
+        """Register `device` in the test hall; return the code the API issued."""
+        r = self.http.post(
+            "/api/provisioning/devices", json={"hall": HALL, "device": device, "window": "a12"}
+        )
+        assert r.status_code == 201, r.text
+        issued: dict[str, Any] = r.json()
+        return issued
+
+
+@pytest.fixture
+def https(centre: Centre, tmp_path: Path) -> Iterator[Https]:
+    """InfluxDB, the server under TLS (MQTT link with its own login), an admin logged in."""
     influx = Influxd(tmp_path / "influxd")
     influx.start()
     db = Database(centre.db_url)
@@ -196,7 +211,6 @@ def test_a_code_redeemed_over_https_provisions_a_kiosk_that_delivers(
         provisioning=centre.prov,
         cookie_secure=True,
     )
-    kiosk_dir = tmp_path / "kiosk"
     try:
         with HttpsServer(settings, centre.pki.cert("server"), centre.pki.key("server")) as srv:
             ctx = ssl.create_default_context(cafile=str(centre.pki.ca_cert))
@@ -204,63 +218,63 @@ def test_a_code_redeemed_over_https_provisions_a_kiosk_that_delivers(
             r = http.post("/api/auth/login", json={"username": "root", "password": ADMIN_PW})
             assert r.status_code == 200, r.text
             http.headers["X-CSRF-Token"] = http.cookies["wr_csrf"]
-            r = http.post(
-                "/api/provisioning/devices",
-                json={"hall": HALL, "device": "k-0042", "window": "a12"},
-            )
-            assert r.status_code == 201, r.text
-            issued = r.json()
-            assert issued["qr_svg"].startswith("<svg") and issued["ca_fingerprint"]
-            fp = issued["ca_fingerprint"]
-            ticket = Ticket.parse(f"{srv.url} {issued['code']} {fp[:16]}")
-            # A server showing another CA is refused before the code is sent.
-            with pytest.raises(ProvisionError, match="does not match"):
-                redeem(Ticket(srv.url, issued["code"], "0" * 16), kiosk_dir)
-            setup = redeem(ticket, kiosk_dir)
-            assert (setup.hall, setup.device, setup.port) == (
-                HALL,
-                "k-0042",
-                centre.prov.broker_port,
-            )
-            with pytest.raises(ProvisionError, match="410"):
-                redeem(ticket, kiosk_dir)
-            with pytest.raises(ProvisionError, match="404"):
-                redeem(Ticket(srv.url, "AAAA-BBBB-CCCC-DDDD", fp), kiosk_dir)
-            accounts = http.get("/api/provisioning/accounts").json()
-            assert {a["username"] for a in accounts} == {"server", "k-0042"}
-            # The provisioned kiosk core, over TLS, with its own login.
-            gateway = Client(
-                centre.broker.port, "server", centre.env["SERVER_PW"], client_id="watch"
-            )
-            gateway.subscribe(f"wr/v1/{HALL}/k-0042/rating")
-            ks = local_setup.effective(
-                KioskSettings(data_dir=kiosk_dir, voice=False, trust_wall_clock=True)
-            )
-            assert ks.mqtt.tls_ca and ks.mqtt.username == "k-0042"
-            kiosk = Kiosk(ks)
-            kiosk.start()
-            try:
-                wait_until(lambda: kiosk.connected, 15, what="kiosk connected over TLS")
-                assert kiosk.session.press(5, "touch").accepted
-                wait_until(lambda: kiosk.outbox.backlog() == 0, 15, what="rating sent")
-                wait_until(lambda: gateway.topics(), 10)
-            finally:
-                kiosk.stop()
-            # Revoked through the API: the broker refuses the login at once.
-            r = http.post("/api/provisioning/devices/k-0042/revoke")
-            assert r.status_code == 200 and r.json()["revoked"] is True
-            pw = (setup.password.get_secret_value()) if setup.password else ""
-            wait_until(
-                lambda: (
-                    not Client(
-                        centre.prov.broker_port, "k-0042", pw, ca=centre.pki.ca_cert
-                    ).accepted
-                ),
-                5,
-            )
-            gateway.close()
+            yield Https(srv, http)
+            http.close()
     finally:
         influx.stop()
+
+
+def test_a_code_redeemed_over_https_provisions_a_kiosk_that_delivers(
+    centre: Centre, https: Https, tmp_path: Path
+) -> None:
+    """Admin registers a device and gets a code; the kiosk checks the CA fingerprint, redeems
+    it once, and its core delivers a rating over TLS with the login it received."""
+    kiosk_dir = tmp_path / "kiosk"
+    srv, http = https.srv, https.http
+    issued = https.issue("k-0042")
+    assert issued["qr_svg"].startswith("<svg") and issued["ca_fingerprint"]
+    fp = issued["ca_fingerprint"]
+    ticket = Ticket.parse(f"{srv.url} {issued['code']} {fp[:16]}")
+    # A server showing another CA is refused before the code is sent.
+    with pytest.raises(ProvisionError, match="does not match"):
+        redeem(Ticket(srv.url, issued["code"], "0" * 16), kiosk_dir)
+    setup = redeem(ticket, kiosk_dir)
+    assert (setup.hall, setup.device, setup.port) == (
+        HALL,
+        "k-0042",
+        centre.prov.broker_port,
+    )
+    with pytest.raises(ProvisionError, match="410"):
+        redeem(ticket, kiosk_dir)
+    with pytest.raises(ProvisionError, match="404"):
+        redeem(Ticket(srv.url, "AAAA-BBBB-CCCC-DDDD", fp), kiosk_dir)
+    accounts = http.get("/api/provisioning/accounts").json()
+    assert {a["username"] for a in accounts} == {"server", "k-0042"}
+    # The provisioned kiosk core, over TLS, with its own login.
+    gateway = Client(centre.broker.port, "server", centre.env["SERVER_PW"], client_id="watch")
+    gateway.subscribe(f"wr/v1/{HALL}/k-0042/rating")
+    ks = local_setup.effective(
+        KioskSettings(data_dir=kiosk_dir, voice=False, trust_wall_clock=True)
+    )
+    assert ks.mqtt.tls_ca and ks.mqtt.username == "k-0042"
+    kiosk = Kiosk(ks)
+    kiosk.start()
+    try:
+        wait_until(lambda: kiosk.connected, 15, what="kiosk connected over TLS")
+        assert kiosk.session.press(5, "touch").accepted
+        wait_until(lambda: kiosk.outbox.backlog() == 0, 15, what="rating sent")
+        wait_until(lambda: gateway.topics(), 10)
+    finally:
+        kiosk.stop()
+    # Revoked through the API: the broker refuses the login at once.
+    r = http.post("/api/provisioning/devices/k-0042/revoke")
+    assert r.status_code == 200 and r.json()["revoked"] is True
+    pw = (setup.password.get_secret_value()) if setup.password else ""
+    wait_until(
+        lambda: not Client(centre.prov.broker_port, "k-0042", pw, ca=centre.pki.ca_cert).accepted,
+        5,
+    )
+    gateway.close()
 
 
 def test_redeem_is_refused_over_plain_http(tmp_path: Path) -> None:

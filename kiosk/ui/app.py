@@ -3,6 +3,7 @@
 import hmac
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -336,6 +337,61 @@ class KioskApp(App):  # type: ignore[misc]
                 masked=name == "password",
             )
         )
+
+    def open_provisioning(self) -> None:
+        """Ask for a provisioning code; redeem it in the background, then restart."""
+        form = self.setup_form
+        if form is None:
+            return
+        self._setup_since = time.monotonic()
+        lang = self._lang
+        backlog = self.kiosk.outbox.backlog()
+        if backlog:
+            self._setup_note = tr(lang, "setup_err_backlog", n=backlog)
+            self.redraw()
+            return
+        self._open_entry(
+            TextEntry(
+                lang=lang,
+                title=tr(lang, "provision_title"),
+                value="",
+                on_submit=self._provision,
+                targets=self.targets,
+                unit=self.unit,
+                max_len=512,
+            )
+        )
+
+    def _provision(self, text: str) -> None:
+        """Redeem the code off the UI thread (network), then report and restart."""
+        from kiosk.provision import ProvisionError, Ticket, redeem
+
+        lang = self._lang
+        self._setup_note = tr(lang, "provision_busy")
+        self.redraw()
+        data_dir = self.kiosk.data_dir
+
+        def work() -> None:
+            try:
+                setup = redeem(Ticket.parse(text), data_dir)
+            except ProvisionError as exc:
+                log.warning("provisioning failed: %s", exc)
+                note = tr(lang, "provision_failed", error=str(exc))
+                self.call_soon(lambda: self._provisioned(note, restart=False))
+                return
+            note = tr(lang, "provision_done", hall=setup.hall, device=setup.device)
+            self.call_soon(lambda: self._provisioned(note, restart=True))
+
+        threading.Thread(target=work, name="provision", daemon=True).start()
+
+    def _provisioned(self, note: str, *, restart: bool) -> None:
+        """Show the outcome; restart into the new setup after success."""
+        self._setup_note = note
+        self._setup_since = time.monotonic()
+        self.redraw()
+        if restart:
+            self.restart_requested = True
+            Clock.schedule_once(lambda _dt: self.stop(), 0.8)
 
     def save_setup(self) -> None:
         """Check the form; save setup.json and restart, or show what to fix."""

@@ -63,6 +63,11 @@ STRINGS: dict[str, dict[str, str]] = {
         ),
         "setup_err_save": "无法保存设置：{error}",
         "entry_shift": "大写",
+        "setup_provision": "用开通码开通",
+        "provision_title": "扫描二维码，或输入：服务器地址 开通码 指纹",
+        "provision_busy": "正在开通，请稍候…",
+        "provision_done": "开通成功：{hall} / {device}，正在重启…",
+        "provision_failed": "开通失败：{error}",
         "entry_clear": "清空",
     },
     "en": {
@@ -126,6 +131,11 @@ STRINGS: dict[str, dict[str, str]] = {
         ),
         "setup_err_save": "Could not save the setup: {error}",
         "entry_shift": "ABC",
+        "setup_provision": "Provision with a code",
+        "provision_title": "Scan the QR code, or type: server code fingerprint",
+        "provision_busy": "Provisioning, please wait…",
+        "provision_done": "Provisioned as {hall} / {device}, restarting…",
+        "provision_failed": "Provisioning failed: {error}",
         "entry_clear": "Clear",
     },
 }

@@ -52,6 +52,9 @@ class Ui(Protocol):
     def edit_setup_field(self, name: str) -> None:
         """Open the on-screen keyboard for one setup field."""
 
+    def open_provisioning(self) -> None:
+        """Ask for a provisioning code (typed, or scanned by a reader that types)."""
+
     def save_setup(self) -> None:
         """Check and save the setup form, then restart."""
 
@@ -450,7 +453,11 @@ class SetupScreen(KioskScreen):
             height=u * 56,
         )
         root.add_widget(self.message)
-        row = BoxLayout(size_hint_y=None, height=u * 80, spacing=u * 24, padding=[u * 120, 0])
+        row = BoxLayout(size_hint_y=None, height=u * 80, spacing=u * 20, padding=[u * 40, 0])
+        self.provision = BigButton(text="", font_size=u * 26, radius=u * 12)
+        self.provision.bind(on_press=lambda _b: self.ui.open_provisioning())
+        ui.targets["setup.provision"] = self.provision
+        row.add_widget(self.provision)
         self.save = BigButton(text="", font_size=u * 28, radius=u * 12)
         self.save.bg = list(theme.CONFIRM)
         self.save.color = theme.WHITE
@@ -470,6 +477,7 @@ class SetupScreen(KioskScreen):
         lang = view.language
         self.title.text = tr(lang, "setup_title")
         self.save.text = tr(lang, "setup_save")
+        self.provision.text = tr(lang, "setup_provision")
         self.close.text = tr(lang, "close")
         self.info.clear_widgets()
         for key, value in self.ui.setup_rows(lang):
