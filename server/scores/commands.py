@@ -2,7 +2,7 @@
 
 import json
 import sys
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,10 @@ def export_command(
     if kind is not None:
         if first or last:
             raise click.BadParameter("give either --period (and --date) or --from and --to")
-        period = period_of(kind, ref.date() if ref else date.today())
+        from server.settings import get_settings
+
+        today = datetime.now(get_settings().tz).date()
+        period = period_of(kind, ref.date() if ref else today)
     elif first is None or last is None:
         raise click.BadParameter("give --from and --to (or --period)")
     else:
@@ -125,8 +128,11 @@ def scores_group() -> None:
 
 
 def _default_days(first: datetime | None, last: datetime | None) -> tuple[datetime, datetime]:
-    """Yesterday when no days are given."""
-    yesterday = datetime.combine(date.today() - timedelta(days=1), datetime.min.time())
+    """Yesterday in the hall's time zone when no days are given."""
+    from server.settings import get_settings
+
+    today = datetime.now(get_settings().tz).date()
+    yesterday = datetime.combine(today - timedelta(days=1), datetime.min.time())
     return first or yesterday, last or first or yesterday
 
 
