@@ -108,8 +108,10 @@ def test_same_export_twice_is_byte_identical(world: World, tmp_path: Path, fmt: 
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             sheet = z.read("xl/worksheets/sheet1.xml").decode()
             strings = z.read("xl/sharedStrings.xml").decode()
+            listed = z.read("xl/worksheets/sheet3.xml").decode()
         assert 'ySplit="1"' in sheet and 'state="frozen"' in sheet and "autoFilter" in sheet
         assert "有效评价数(ratings)" in strings and Policy().hash in strings
+        assert world.ds.ids["appeal"] in strings and listed.count("<row ") == 2
 
 
 def test_policy_change_changes_hash_and_data(world: World, tmp_path: Path) -> None:

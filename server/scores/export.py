@@ -87,7 +87,7 @@ def json_bytes(result: ScoreResult) -> bytes:
 
 
 def xlsx_bytes(result: ScoreResult, policy: Policy, lang: str = "zh") -> bytes:
-    """Return the XLSX: formatted, frozen header; a second sheet says how it was made."""
+    """Return the XLSX: formatted, frozen header; then how it was made and what was excluded."""
     buf = io.BytesIO()
     wb = xlsxwriter.Workbook(buf, {"in_memory": True})
     wb.set_properties({"title": "WindowRate", "author": "WindowRate", "created": XLSX_DATE})
@@ -133,6 +133,18 @@ def xlsx_bytes(result: ScoreResult, policy: Policy, lang: str = "zh") -> bytes:
     for r, (k, v) in enumerate(facts):
         info.write_string(r, 0, k, head)
         info.write_string(r, 1, v)
+    listed = wb.add_worksheet("剔除明细" if lang == "zh" else "Excluded")
+    fields = ("id", "reason", "hall", "window", "device", "day", "scale", "rating_level")
+    for c, name in enumerate(fields):
+        listed.write_string(0, c, name, head)
+        listed.set_column(c, c, 38 if name == "id" else 12)
+    for r, item in enumerate(result.excluded_ratings, 1):
+        for c, value in enumerate(item.model_dump()[f] for f in fields):
+            if isinstance(value, int):
+                listed.write_number(r, c, value)
+            else:
+                listed.write_string(r, c, str(value))
+    listed.freeze_panes(1, 0)
     wb.close()
     return buf.getvalue()
 
