@@ -578,6 +578,8 @@ def test_setup_screen_fixes_the_broker_and_nothing_is_lost(
         tmp_path,
         dead_port,
         [
+            {"expect_screen": "rating"},
+            {"wait": 0.5},
             {"touch": 4},
             {"expect_outbox": 1},
             {"expect_screen": "rating"},
