@@ -187,7 +187,7 @@ def run_bench(
     rate: float = 200.0,
     seconds: float = 15.0,
     page_windows: int = 200,
-    loads: int = 5,
+    loads: int = 9,
 ) -> dict[str, Any]:
     """Start the services, measure both figures and return the result row."""
     run = Path(tempfile.mkdtemp(prefix="wr-bench-board-"))

@@ -19,6 +19,8 @@ from protocol.scales import is_negative, level_index
 from protocol.storage import InfluxSettings
 from protocol.topics import Topic, TopicKind
 from server.app import create_app
+from server.auth.service import create_user
+from server.db.models import Hall
 from server.live.settings import LiveSettings
 from server.settings import ServerSettings
 from tests.support import (
@@ -299,5 +301,48 @@ def test_board_in_chromium_updates_within_one_second(live_stack: LiveStack) -> N
         assert "0457" not in page.content()
         assert errors == []
         browser.close()
+    mq.loop_stop()
+    mq.disconnect()
+
+
+def test_hall_manager_stream_and_window_history(live_stack: LiveStack) -> None:
+    """A logged-in hall manager sees their own hall only, with the clerk; the window's charts."""
+    srv = live_stack.server
+    with srv.app.state.db.session() as session:
+        session.add_all([Hall(code=HALL, name="市民中心"), Hall(code="h-other", name="别处")])
+        session.flush()
+        create_user(session, "mgr", "correct horse battery", "hall_manager", HALL)
+        session.commit()
+    mq = raw_client(live_stack.broker.port, "mgr-test")
+    docs = [
+        rating_doc(HALL, "k-0001", 1, window="w01", staff="0457", level=5),
+        rating_doc(HALL, "k-0001", 2, window="w01", staff="0457", level=2),
+        rating_doc("h-other", "k-0002", 1, window="x01", staff="9999"),
+    ]
+    for doc in docs:
+        topic = str(Topic(doc["hall"], doc["device"], TopicKind.RATING))
+        mq.publish(topic, json.dumps(doc), qos=1).wait_for_publish(5)
+    wait_until(lambda: rating_count(live_stack.influx.url) == 3, 30, what="stored")
+    c = httpx.Client(base_url=srv.url, timeout=10)
+    resp = c.post("/api/auth/login", json={"username": "mgr", "password": "correct horse battery"})
+    assert resp.status_code == 200, resp.text
+    (row,) = c.get("/api/live/board").json()["rows"]
+    assert (row["hall"], row["window"], row["staff"], row["ratings"]) == (HALL, "w01", "0457", 2)
+    assert row["negatives"] == 1 and row["last_negative"]["id"] == docs[1]["id"]
+    assert c.get("/api/live/board", params={"view": "public"}).json()["rows"][0]["staff"] is None
+    assert len(httpx.get(f"{srv.url}/api/live/board").json()["rows"]) == 2  # public: all halls
+    assert c.get("/api/live/windows/h-other/x01").status_code == 404
+    hist = c.get(f"/api/live/windows/{HALL}/w01").json()
+    assert [(p["level"], p["ts"]) for p in hist["timeline"]] == [
+        (5, docs[0]["ts"]),
+        (2, docs[1]["ts"]),
+    ]
+    assert sum(cell[2] for cell in hist["heatmap"]) == 2
+    (day,) = hist["trend"]
+    assert day["ratings"] == 2 and day["score"] == pytest.approx((100 + 25) / 2)
+    assert day["satisfaction_rate"] == pytest.approx(0.5)
+    for lang, title in (("zh", "窗口评价详情"), ("en", "Window ratings")):
+        assert title in httpx.get(f"{srv.url}/window/{HALL}/w01", params={"lang": lang}).text
+    assert "公示" in httpx.get(f"{srv.url}/screen").text
     mq.loop_stop()
     mq.disconnect()
