@@ -143,6 +143,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+        docs_url=None,  # served by server.live.assets with Swagger UI from npm (no CDN)
+        redoc_url=None,
     app.state.settings = cfg
     app.state.db = Database(cfg.database_url)
     app.add_middleware(SecurityHeaders, hsts=cfg.cookie_secure)

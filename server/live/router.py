@@ -3,7 +3,7 @@
 `GET /api/devices` and `POST /api/devices/{code}/commands` need a login. The board data
 (`/api/live/board`, `/api/live/stream`) is open: without a login it is the public view,
 with no staff numbers; a logged-in user also sees the clerk on duty, and a hall manager
-only their own hall.
+(or a viewer with a hall) only that hall.
 """
 
 import asyncio
@@ -123,7 +123,7 @@ def _scope(who: Principal | None) -> tuple[str | None, bool]:
     """Return (hall to restrict to, public view) for a visitor."""
     if who is None:
         return None, True
-    return (who.hall if who.role == "hall_manager" else None), False
+    return (who.hall if who.role in ("hall_manager", "viewer") else None), False
 
 
 def _clean(row: dict[str, Any], public: bool) -> dict[str, Any]:
@@ -184,8 +184,9 @@ def make_router(live_of: Any) -> APIRouter:
         """Return every device: state, last seen, outbox backlog, version, clock sync."""
         live = svc(request)
         views = live.devices.views(live.registered)
-        if who.role == "hall_manager":
-            views = [v for v in views if v.hall == who.hall]
+        scope, _public = _scope(who)
+        if scope is not None:
+            views = [v for v in views if v.hall == scope]
         return views
 
     @router.post(

@@ -1,0 +1,306 @@
+"""Headless Chromium on the real stack: login, own hall only, live board, case workflow, appeal.
+
+Mosquitto, influxd, the gateway and the server (uvicorn) run on free ports; ratings are pressed
+on a real kiosk core (outbox, MQTT publisher) of hall `alpha` and sent by a plain MQTT
+publisher for hall `beta`. The same run saves a screenshot of every page in zh and en to
+docs/screenshots/web-{page}-{lang}.png.
+"""
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from deploy.services import Influxd, Mosquitto
+from kiosk.main import Kiosk
+from kiosk.settings import KioskSettings
+from protocol.connection import MqttSettings
+from protocol.topics import Topic, TopicKind
+from server.auth.service import create_user
+from tests.support import GatewayProcess, influx_query, rating_doc, raw_client, wait_until
+from tests.test_live import ServerThread, server_settings
+
+pw = pytest.importorskip("playwright.sync_api")
+
+PASSWORD = "correct horse battery"
+A, B = "alpha", "beta"
+SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@dataclass
+class Stack:
+    """The centre side and a kiosk of alpha's window wa1."""
+
+    broker: Mosquitto
+    influx: Influxd
+    server: ServerThread
+    kiosk: Kiosk
+
+
+@pytest.fixture
+def stack(tmp_path: Path, broker: Mosquitto, influx: Influxd) -> Iterator[Stack]:
+    """Broker, influxd, gateway, server with two halls and users, and a running kiosk core."""
+    gw = GatewayProcess(tmp_path / "gw", broker.port, influx.url)
+    gw.start()
+    cfg = server_settings(broker.port, influx.url, tmp_path / "wr.db").model_copy(
+        update={"case_poll_s": 0.2}
+    )
+    srv = ServerThread(cfg)
+    srv.start()
+    with srv.app.state.db.session() as session:
+        for name, role, hall in (("root", "admin", None), ("office", "office", None)):
+            create_user(session, name, PASSWORD, role, hall)
+        session.commit()
+    admin = httpx.Client(base_url=srv.url, timeout=10)
+    assert admin.post("/api/auth/login", json={"username": "root", "password": PASSWORD}).is_success
+    admin.headers["X-CSRF-Token"] = admin.cookies["wr_csrf"]
+    for path, body in (
+        ("halls", {"code": A, "name": "阿尔法市民中心"}),
+        ("halls", {"code": B, "name": "贝塔服务大厅"}),
+        ("units", {"hall": A, "code": "gaj", "name": "公安局"}),
+        ("windows", {"hall": A, "code": "wa1", "name": "1号窗口", "unit": "gaj"}),
+        ("windows", {"hall": A, "code": "wa2", "name": "2号窗口", "unit": "gaj"}),
+        ("windows", {"hall": B, "code": "wb1", "name": "贝塔1号窗口"}),
+        ("devices", {"code": "k-a1", "hall": A, "window": "wa1"}),
+        ("devices", {"code": "k-b1", "hall": B, "window": "wb1"}),
+        ("staff", {"hall": A, "number": "0457", "name": "张三", "unit": "gaj"}),
+    ):
+        resp = admin.post(f"/api/registry/{path}", json=body)
+        assert resp.status_code == 201, resp.text
+    admin.close()
+    with srv.app.state.db.session() as session:
+        create_user(session, "m1", PASSWORD, "hall_manager", A)
+        session.commit()
+    kiosk = Kiosk(
+        KioskSettings(
+            hall=A,
+            device="k-a1",
+            window="wa1",
+            data_dir=tmp_path / "kiosk",
+            mqtt=MqttSettings(port=broker.port),
+            voice=False,
+            trust_wall_clock=True,
+        )
+    )
+    kiosk.start()
+    wait_until(lambda: kiosk.session.config.window == "wa1", 20, what="kiosk config")
+    try:
+        yield Stack(broker, influx, srv, kiosk)
+    finally:
+        kiosk.stop()
+        srv.stop()
+        gw.stop()
+
+
+def press(kiosk: Kiosk, level: int) -> str:
+    """Touch a rating key on the kiosk; a negative one also picks a reason. Returns the id."""
+    result = kiosk.session.press(level, "touch")
+    assert result.accepted and result.recorded is not None, result
+    if kiosk.session.screen.name == "REASONS":
+        kiosk.session.choose_reasons(["waiting"])
+    return str(result.recorded.id)
+
+
+def shoot(page: Any, name: str, lang: str, full: bool = True) -> None:
+    """Save a screenshot (the whole page unless `full` is False) as web-{name}-{lang}.png."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"web-{name}-{lang}.png"), full_page=full)
+
+
+def login_page(page: Any, url: str, username: str) -> None:
+    """Log in through the case pages' login form."""
+    page.goto(f"{url}/cases")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("form#login button[type=submit]")
+    page.wait_for_selector("table.cases, p.empty", timeout=10_000)
+
+
+def influx_today(url: str, hall: str) -> dict[str, int]:
+    """Ratings per window of `hall` straight from InfluxDB (all of them are from today)."""
+    series = influx_query(
+        url, f'SELECT count("seq") FROM "rating" WHERE "hall" = \'{hall}\' GROUP BY "window"'
+    )
+    return {s["tags"]["window"]: int(s["values"][0][1]) for s in series}
+
+
+def board_counts(page: Any) -> dict[str, int]:
+    """Ratings per window as the board page shows them."""
+    rows: dict[str, int] = page.evaluate(
+        """() => Object.fromEntries([...document.querySelectorAll('#rows tr')].map(
+             (tr) => [tr.dataset.key, Number(tr.querySelector('td.ratings').textContent)]))"""
+    )
+    return rows
+
+
+def test_hall_manager_board_cases_and_appeal_in_chromium(stack: Stack) -> None:
+    """Own hall only; a press shows within 1 s; a negative one opens a case, flashes, is closed."""
+    url = stack.server.url
+    mq = raw_client(stack.broker.port, "kiosk-beta")
+    beta_topic = str(Topic(B, "k-b1", TopicKind.RATING))
+    for seq, level in ((1, 5), (2, 1)):  # beta: one good rating and one negative (a case)
+        doc = rating_doc(B, "k-b1", seq, window="wb1", level=level, staff="9001")
+        mq.publish(beta_topic, json.dumps(doc), qos=1).wait_for_publish(5)
+    press(stack.kiosk, 5)
+    first_bad = press(stack.kiosk, 2)
+    influx = stack.influx.url
+    wait_until(lambda: sum(influx_today(influx, A).values()) == 2, 30, what="alpha stored")
+    wait_until(lambda: sum(influx_today(influx, B).values()) == 2, 30, what="beta stored")
+    root = httpx.Client(base_url=url, timeout=10)
+    assert root.post("/api/auth/login", json={"username": "root", "password": PASSWORD}).is_success
+    wait_until(lambda: root.get("/api/cases").json()["total"] == 2, 30, what="two cases")
+    cases = {c["hall"]: c for c in root.get("/api/cases").json()["cases"]}
+    assert cases[A]["rating_id"] == first_bad
+
+    with pw.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        errors: list[str] = []
+        anon = browser.new_page(viewport={"width": 1280, "height": 800})
+        anon.on("pageerror", lambda exc: errors.append(str(exc)))
+        for lang in ("zh", "en"):
+            anon.goto(f"{url}/cases?lang={lang}")
+            anon.wait_for_selector("form#login")
+            shoot(anon, "login", lang)
+        # (a) the hall manager logs in through the login page and sees only their hall.
+        ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+        page = ctx.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        login_page(page, url, "m1")
+        listed = page.eval_on_selector_all("tr.case", "els => els.map(e => e.dataset.case)")
+        assert listed == [str(cases[A]["id"])]
+        assert "beta" not in page.inner_text("table.cases")
+        page.goto(f"{url}/")
+        page.wait_for_selector("#live-state.up", timeout=10_000)
+        page.wait_for_function("() => document.querySelectorAll('#rows tr').length > 0")
+        keys = page.eval_on_selector_all("#rows tr", "els => els.map(e => e.dataset.key)")
+        assert keys and all(k.startswith(f"{A}/") for k in keys), keys
+        # (b) a rating pressed on the kiosk shows on the board within 1 s (measured in the page).
+        cell = f'tr[data-key="{A}/wa1"] td.ratings'
+        assert page.inner_text(cell) == "2"
+        page.evaluate(
+            """(sel) => {
+                 window.__seen = null; window.__t0 = performance.now();
+                 new MutationObserver(() => {
+                   const td = document.querySelector(sel);
+                   if (td && td.textContent === '3' && window.__seen === null)
+                     window.__seen = performance.now() - window.__t0;
+                 }).observe(document.getElementById('rows'),
+                            {childList: true, subtree: true, characterData: true});
+               }""",
+            cell,
+        )
+        press(stack.kiosk, 4)
+        page.wait_for_function("() => window.__seen !== null", timeout=1000)
+        elapsed = page.evaluate("() => window.__seen")
+        assert elapsed < 1000, elapsed
+        # (c) a negative rating opens a case and flashes on the board.
+        bad = press(stack.kiosk, 1)
+        page.wait_for_function(
+            f"() => document.querySelector('{cell}').textContent === '4'", timeout=1000
+        )
+        row = f'tr[data-key="{A}/wa1"]'
+        assert page.locator(f"{row}.flash").count() == 1
+        assert "非常不满意" in page.inner_text(f"{row} td.last-negative")
+        shoot(page, "board", "zh")
+        page.goto(f"{url}/?lang=en")
+        page.wait_for_selector("#live-state.up", timeout=10_000)
+        page.wait_for_selector(f"{row}.flash", timeout=10_000)
+        shoot(page, "board", "en")
+        new_case = wait_until(
+            lambda: next(
+                (c for c in root.get("/api/cases").json()["cases"] if c["rating_id"] == bad), None
+            ),
+            30,
+            what="the case of the new negative rating",
+        )
+        # ... and is taken through open → contacted → rectified → closed in the browser.
+        page.goto(f"{url}/cases/{new_case['id']}")
+        assert page.get_attribute("#state", "class") == "badge state-open"
+        for step, note in (("contacted", "已电话回访"), ("rectified", "已整改"), ("closed", "")):
+            page.fill("#note", note)
+            with page.expect_navigation():
+                page.click(f"button[data-to={step}]")
+            assert page.get_attribute("#state", "class") == f"badge state-{step}"
+        assert "已电话回访" in page.inner_text("table.history")
+        done = root.get(f"/api/cases/{new_case['id']}").json()
+        assert (done["state"], [e["actor"] for e in done["events"]][1:]) == (
+            "closed",
+            ["m1", "m1", "m1"],
+        )
+        # (d) an appeal filed by the hall manager cannot be approved by them ...
+        first = cases[A]["id"]
+        page.goto(f"{url}/cases/{first}")
+        page.fill("#note", "同一人连续按键")
+        with page.expect_navigation():
+            page.click("button[data-kind=malicious]")
+        assert page.locator("button[data-action=decision]").count() == 0
+        refused = page.evaluate(
+            """async (id) => {
+                 const m = document.cookie.match(/(?:^|; )wr_csrf=([^;]*)/);
+                 const r = await fetch('/api/cases/' + id + '/decision', {method: 'POST',
+                   headers: {'Content-Type': 'application/json', 'X-CSRF-Token': m[1]},
+                   body: JSON.stringify({approve: true})});
+                 return r.status;
+               }""",
+            first,
+        )
+        assert refused == 403
+        for lang in ("zh", "en"):
+            page.goto(f"{url}/cases?lang={lang}")
+            shoot(page, "cases", lang)
+            page.goto(f"{url}/cases/{first}?lang={lang}")
+            shoot(page, "case", lang)
+        # ... and is approved by the office.
+        office = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+        office.on("pageerror", lambda exc: errors.append(str(exc)))
+        login_page(office, url, "office")
+        office.goto(f"{url}/cases/{first}")
+        office.fill("#note", "核实属实")
+        with office.expect_navigation():
+            office.click("button[data-approve=true]")
+        assert office.get_attribute("#state", "class") == "badge state-closed"
+        decided = root.get(f"/api/cases/{first}").json()
+        assert (decided["appeal_state"], decided["appeal_decided_by"]) == ("approved", "office")
+        # After the day's presses the board's numbers equal InfluxDB's, window by window.
+        page.goto(f"{url}/")
+        page.wait_for_selector("#live-state.up", timeout=10_000)
+        expected = influx_today(influx, A)
+        assert expected == {"wa1": 4}
+        wait_until(
+            lambda: {k.split("/")[1]: n for k, n in board_counts(page).items() if n} == expected,
+            10,
+            what="board equals InfluxDB",
+        )
+        # The other pages, in both languages.
+        for lang in ("zh", "en"):
+            page.goto(f"{url}/window/{A}/wa1?lang={lang}")
+            page.wait_for_function(
+                "() => document.getElementById('kpi-ratings').textContent === '4'", timeout=10_000
+            )
+            page.wait_for_selector("#timeline canvas", timeout=10_000)
+            shoot(page, "window", lang)
+            anon.goto(f"{url}/screen?lang={lang}")
+            anon.wait_for_selector(f'.tile[data-key="{A}/wa1"]', timeout=10_000)
+            assert "0457" not in anon.content()
+            shoot(anon, "screen", lang)
+            office.goto(f"{url}/exports?lang={lang}")
+            shoot(office, "exports", lang)
+            office.goto(f"{url}/docs")
+            office.wait_for_selector(".opblock", timeout=10_000)  # Swagger UI served locally
+            shoot(office, "docs", lang, full=False)
+        assert errors == []
+        browser.close()
+    mq.loop_stop()
+    mq.disconnect()
+    root.close()
