@@ -29,6 +29,7 @@ from server.live.assets import make_router as assets_router
 from server.live.router import make_router as live_router
 from server.live.router import page_strings
 from server.live.service import LiveService
+from server.log_redact import install as redact_logged_urls
 from server.provisioning.router import make_router as provisioning_router
 from server.registry.router import make_router as registry_router
 from server.scores.router import make_router as scores_router
@@ -142,12 +143,13 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         description="Live boards and health of the WindowRate satisfaction system.",
         version="0.1.0",
         lifespan=lifespan,
-    )
         docs_url=None,  # served by server.live.assets with Swagger UI from npm (no CDN)
         redoc_url=None,
+    )
     app.state.settings = cfg
     app.state.db = Database(cfg.database_url)
     app.add_middleware(SecurityHeaders, hsts=cfg.cookie_secure)
+    redact_logged_urls()
     app.include_router(auth_router(cfg))
     app.include_router(registry_router())
     app.include_router(provisioning_router(cfg.provisioning))

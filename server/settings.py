@@ -65,7 +65,9 @@ class ServerSettings(BaseSettings):
     )
     case_poller: bool = Field(default=True, title="Open cases from InfluxDB in the background")
     case_webhook_urls: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, title="Webhook URLs for case events (comma-separated or JSON list)"
+        repr=False,  # a URL may carry a token
+        default_factory=list,
+        title="Webhook URLs for case events (comma-separated or JSON list)",
     )
     case_webhook_secret: SecretStr | None = Field(
         default=None, title="HMAC-SHA256 key of the webhook signature (from env)"

@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from server.log_redact import redact
+
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-WindowRate-Signature"
@@ -110,12 +112,18 @@ class WebhookSender:
         try:
             resp = http.post(d.url, content=d.body, headers=self._headers(d))
         except httpx.HTTPError as exc:
-            log.warning("webhook %s to %s failed (attempt %d): %s", d.event, d.url, d.attempt, exc)
+            log.warning(
+                "webhook %s to %s failed (attempt %d): %s", d.event, redact(d.url), d.attempt, exc
+            )
             return False
         if 200 <= resp.status_code < 300:
             return True
         log.warning(
-            "webhook %s to %s answered %d (attempt %d)", d.event, d.url, resp.status_code, d.attempt
+            "webhook %s to %s answered %d (attempt %d)",
+            d.event,
+            redact(d.url),
+            resp.status_code,
+            d.attempt,
         )
         return False
 
@@ -143,7 +151,9 @@ class WebhookSender:
                         self.delivered += 1
                     elif d.attempt > self.retries:
                         self.failed += 1
-                        log.error("webhook %s to %s given up after %d", d.event, d.url, d.attempt)
+                        log.error(
+                            "webhook %s to %s given up after %d", d.event, redact(d.url), d.attempt
+                        )
                     else:
                         backoff = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (d.attempt - 1))
                         d.not_before = time.monotonic() + backoff
