@@ -8,6 +8,7 @@ so a revoked device is refused from the next reload on.
 """
 
 import base64
+import grp
 import hashlib
 import hmac
 import os
@@ -113,13 +114,26 @@ def acl_text(accounts: Iterable[Account], prefix: str = DEFAULT_PREFIX) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+def _broker_gid() -> int | None:
+    """The `mosquitto` group's id when it exists and we may hand files to it (root)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return grp.getgrnam("mosquitto").gr_gid
+    except KeyError:
+        return None
+
+
 def _write(path: Path, text: str) -> None:
-    """Write atomically, readable by owner and group only (the broker's group)."""
+    """Write atomically, readable by owner and the broker's group only."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
         os.write(fd, text.encode())
         os.fsync(fd)
+        gid = _broker_gid()
+        if gid is not None:  # the broker drops to user mosquitto before reading them
+            os.fchown(fd, -1, gid)
     finally:
         os.close(fd)
     os.replace(tmp, path)

@@ -192,3 +192,69 @@ def kiosk_provision(url: str, code: str, fingerprint: str) -> None:
     except ProvisionError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"provisioned as {setup.hall}/{setup.device}; setup saved in {data_dir}")
+
+
+@broker.command("conf")
+@click.option("--pki-dir", type=click.Path(path_type=Path), required=True)
+@click.option("--auth-dir", type=click.Path(path_type=Path), required=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("/var/lib/mosquitto"))
+@click.option("--plain-port", default=1883, show_default=True, help="Loopback only.")
+@click.option("--tls-port", default=8883, show_default=True)
+@click.option("--bridge-hall", default=None, help="Hall broker: bridge this hall to the centre.")
+@click.option("--central-host", default=None, help="Central broker host (with --bridge-hall).")
+@click.option("--central-port", default=8883, show_default=True)
+@click.option("--bridge-user", default=None, help="Bridge login at the centre.")
+@click.option("--central-ca", type=click.Path(path_type=Path), default=None)
+@click.option("--user", default="mosquitto", show_default=True, help="User the broker runs as.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="File to write.")
+def broker_conf(
+    pki_dir: Path,
+    auth_dir: Path,
+    data_dir: Path,
+    plain_port: int,
+    tls_port: int,
+    bridge_hall: str | None,
+    central_host: str | None,
+    central_port: int,
+    bridge_user: str | None,
+    central_ca: Path | None,
+    user: str,
+    out: Path,
+) -> None:
+    """Write mosquitto.conf for a hall or central broker (bridge password: WR_BRIDGE_PASSWORD)."""
+    import os
+
+    from pydantic import SecretStr, ValidationError
+
+    from deploy.bridge import BridgeSettings
+    from deploy.broker_conf import BrokerConf, render
+
+    try:
+        bridge = None
+        if bridge_hall is not None:
+            if central_host is None:
+                raise click.ClickException("--bridge-hall needs --central-host")
+            pw = os.environ.get("WR_BRIDGE_PASSWORD")
+            bridge = BridgeSettings(
+                hall=bridge_hall,
+                central_host=central_host,
+                central_port=central_port,
+                username=bridge_user,
+                password=SecretStr(pw) if pw else None,
+                ca_file=central_ca,
+            )
+        conf = BrokerConf(
+            plain_port=plain_port,
+            tls_port=tls_port,
+            pki_dir=pki_dir,
+            auth_dir=auth_dir,
+            data_dir=data_dir,
+            bridge=bridge,
+            user=user,
+        )
+    except ValidationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(render(conf))
+    click.echo(f"wrote {out}", err=True)
