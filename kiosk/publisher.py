@@ -15,7 +15,7 @@ from kiosk.outbox import Outbox
 from kiosk.recorder import Identity, build_event
 from protocol.connection import MqttSettings, guarded, make_client
 from protocol.messages import Command, DeviceConfig, DeviceStatus
-from protocol.topics import Topic, TopicKind
+from protocol.topics import Topic, TopicError, TopicKind
 
 log = logging.getLogger(__name__)
 
@@ -224,15 +224,20 @@ class Publisher:
 
     @guarded
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        """Validate config and commands from the centre and hand them on."""
+        """Validate config and commands on this device's own topics and hand them on."""
+        name = "<undecodable>"
         try:
-            topic = Topic.parse(msg.topic, self.settings.prefix)
-            if topic.kind is TopicKind.CONFIG and self.on_config is not None:
-                self.on_config(DeviceConfig.model_validate_json(msg.payload))
-            elif topic.kind is TopicKind.CMD and self.on_command is not None:
-                self.on_command(Command.model_validate_json(msg.payload))
+            name = msg.topic  # raises UnicodeDecodeError (a ValueError) on a non-UTF-8 topic
+            if name == self._topic[TopicKind.CONFIG]:
+                if self.on_config is not None:
+                    self.on_config(DeviceConfig.model_validate_json(msg.payload))
+            elif name == self._topic[TopicKind.CMD]:
+                if self.on_command is not None:
+                    self.on_command(Command.model_validate_json(msg.payload))
+            else:  # another device's or a kind the kiosk does not take (a hostile broker)
+                raise TopicError(f"not this device's config or cmd topic: {name[:200]!r}")
         except ValueError as exc:
-            log.warning("ignored invalid message on %s: %s", msg.topic, exc)
+            log.warning("ignored invalid message on %s: %s", name[:200], exc)
 
     # --- drain loop (own thread) ---
 
