@@ -9,7 +9,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -28,6 +27,7 @@ from server.live.assets import PublicStatic
 from server.live.assets import make_router as assets_router
 from server.live.router import make_router as live_router
 from server.live.router import page_strings
+from server.live.serve import serve
 from server.live.service import LiveService
 from server.log_redact import install as redact_logged_urls
 from server.provisioning.router import make_router as provisioning_router
@@ -240,4 +240,4 @@ def run(settings: ServerSettings | None = None) -> None:
     """Serve the app with uvicorn on `settings.host`:`settings.port` until stopped."""
     cfg = settings or get_settings()
     log.info("WindowRate server on http://%s:%s", cfg.host, cfg.port)
-    uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level="info")
+    serve(create_app(cfg), cfg.host, cfg.port)  # ends the SSE streams on SIGINT/SIGTERM

@@ -278,22 +278,31 @@ def test_board_in_chromium_updates_within_one_second(live_stack: LiveStack) -> N
         page = browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+        def console(msg: Any) -> None:
+            if msg.type == "error" and "Failed to load resource" not in msg.text:
+                errors.append(msg.text)  # a script error or a CSP violation
+
+        def response(resp: Any) -> None:
+            if resp.status >= 400 and not resp.url.endswith("/favicon.ico"):
+                errors.append(f"{resp.status} {resp.url}")
+
+        page.on("console", console)
+        page.on("response", response)
         page.goto(f"{srv.url}/")
         page.wait_for_selector("#live-state.up", timeout=10_000)
         cell = f'tr[data-key="{HALL}/w01"] td.ratings'
         assert page.inner_text(cell) == "1"
         doc = rating_doc(HALL, "k-0001", 2, window="w01", level=1)
         mq.publish(topic, json.dumps(doc), qos=1)
-        page.wait_for_function(
-            f"document.querySelector('{cell}').textContent === '2'", timeout=1000
-        )
+        page.wait_for_selector(f'{cell}:text-is("2")', timeout=1000)
         assert page.locator(f'tr[data-key="{HALL}/w01"].flash').count() == 1
         assert "非常不满意" in page.inner_text(f'tr[data-key="{HALL}/w01"] td.last-negative')
         page.goto(f"{srv.url}/?lang=en")
         page.wait_for_selector("#live-state.up", timeout=10_000)
         assert "Very dissatisfied" in page.inner_text(f'tr[data-key="{HALL}/w01"]')
         page.goto(f"{srv.url}/window/{HALL}/w01")
-        page.wait_for_function("document.getElementById('kpi-ratings').textContent === '2'")
+        page.wait_for_selector('#kpi-ratings:text-is("2")', timeout=10_000)
         assert page.evaluate("typeof echarts") == "object"
         page.wait_for_selector("#timeline canvas", timeout=10_000)
         page.goto(f"{srv.url}/screen")
