@@ -7,10 +7,13 @@ docs/screenshots/web-{page}-{lang}.png.
 """
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -27,6 +30,8 @@ from tests.test_live import ServerThread, server_settings
 pw = pytest.importorskip("playwright.sync_api")
 
 PASSWORD = "correct horse battery"
+TZ = "Asia/Shanghai"  # the hall's (tests.test_live.server_settings) and the browser's
+DAY_RATINGS = 40
 A, B = "alpha", "beta"
 SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 CHROMIUM_ARGS = [
@@ -54,7 +59,7 @@ def stack(tmp_path: Path, broker: Mosquitto, influx: Influxd) -> Iterator[Stack]
     gw = GatewayProcess(tmp_path / "gw", broker.port, influx.url)
     gw.start()
     cfg = server_settings(broker.port, influx.url, tmp_path / "wr.db").model_copy(
-        update={"case_poll_s": 0.2}
+        update={"case_poll_s": 0.2, "case_sweep_s": 2.0}  # the day's back-filled ratings
     )
     srv = ServerThread(cfg)
     srv.start()
@@ -73,6 +78,7 @@ def stack(tmp_path: Path, broker: Mosquitto, influx: Influxd) -> Iterator[Stack]
         ("windows", {"hall": A, "code": "wa2", "name": "2号窗口", "unit": "gaj"}),
         ("windows", {"hall": B, "code": "wb1", "name": "贝塔1号窗口"}),
         ("devices", {"code": "k-a1", "hall": A, "window": "wa1"}),
+        ("devices", {"code": "k-a2", "hall": A, "window": "wa2"}),
         ("devices", {"code": "k-b1", "hall": B, "window": "wb1"}),
         ("staff", {"hall": A, "number": "0457", "name": "张三", "unit": "gaj"}),
     ):
@@ -152,33 +158,47 @@ def test_hall_manager_board_cases_and_appeal_in_chromium(stack: Stack) -> None:
     for seq, level in ((1, 5), (2, 1)):  # beta: one good rating and one negative (a case)
         doc = rating_doc(B, "k-b1", seq, window="wb1", level=level, staff="9001")
         mq.publish(beta_topic, json.dumps(doc), qos=1).wait_for_publish(5)
+    # A simulated day at wa2: ratings spread from the hall's local midnight until now.
+    a2_topic = str(Topic(A, "k-a2", TopicKind.RATING))
+    now_ms = int(time.time() * 1000)
+    midnight = datetime.now(ZoneInfo(TZ)).replace(hour=0, minute=0, second=0, microsecond=0)
+    start_ms = int(midnight.timestamp() * 1000)
+    day = [(5, 5, 4, 3, 5, 1, 4, 5, 2, 5)[i % 10] for i in range(DAY_RATINGS)]
+    for seq, level in enumerate(day, 1):
+        ts = start_ms + (now_ms - 1000 - start_ms) * seq // (DAY_RATINGS + 1)
+        doc = rating_doc(A, "k-a2", seq, window="wa2", level=level, ts=ts, staff=None)
+        mq.publish(a2_topic, json.dumps(doc), qos=1).wait_for_publish(5)
     press(stack.kiosk, 5)
     first_bad = press(stack.kiosk, 2)
     influx = stack.influx.url
-    wait_until(lambda: sum(influx_today(influx, A).values()) == 2, 30, what="alpha stored")
+    wait_until(
+        lambda: sum(influx_today(influx, A).values()) == 2 + DAY_RATINGS, 30, what="alpha stored"
+    )
     wait_until(lambda: sum(influx_today(influx, B).values()) == 2, 30, what="beta stored")
     root = httpx.Client(base_url=url, timeout=10)
     assert root.post("/api/auth/login", json={"username": "root", "password": PASSWORD}).is_success
-    wait_until(lambda: root.get("/api/cases").json()["total"] == 2, 30, what="two cases")
-    cases = {c["hall"]: c for c in root.get("/api/cases").json()["cases"]}
+    day_bad = sum(lv <= 2 for lv in day)
+    wait_until(lambda: root.get("/api/cases").json()["total"] == 2 + day_bad, 30, what="the cases")
+    cases = {c["hall"]: c for c in root.get("/api/cases").json()["cases"] if c["window"] != "wa2"}
     assert cases[A]["rating_id"] == first_bad
 
     with pw.sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         errors: list[str] = []
-        anon = browser.new_page(viewport={"width": 1280, "height": 800})
+        anon = browser.new_page(viewport={"width": 1280, "height": 800}, timezone_id=TZ)
         anon.on("pageerror", lambda exc: errors.append(str(exc)))
         for lang in ("zh", "en"):
             anon.goto(f"{url}/cases?lang={lang}")
             anon.wait_for_selector("form#login")
             shoot(anon, "login", lang)
         # (a) the hall manager logs in through the login page and sees only their hall.
-        ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+        ctx = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id=TZ)
         page = ctx.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         login_page(page, url, "m1")
         listed = page.eval_on_selector_all("tr.case", "els => els.map(e => e.dataset.case)")
-        assert listed == [str(cases[A]["id"])]
+        assert str(cases[A]["id"]) in listed and str(cases[B]["id"]) not in listed
+        assert len(listed) == 1 + day_bad
         assert "beta" not in page.inner_text("table.cases")
         page.goto(f"{url}/")
         page.wait_for_selector("#live-state.up", timeout=10_000)
@@ -262,7 +282,9 @@ def test_hall_manager_board_cases_and_appeal_in_chromium(stack: Stack) -> None:
             page.goto(f"{url}/cases/{first}?lang={lang}")
             shoot(page, "case", lang)
         # ... and is approved by the office.
-        office = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+        office = browser.new_context(
+            viewport={"width": 1280, "height": 800}, timezone_id=TZ
+        ).new_page()
         office.on("pageerror", lambda exc: errors.append(str(exc)))
         login_page(office, url, "office")
         office.goto(f"{url}/cases/{first}")
@@ -276,7 +298,7 @@ def test_hall_manager_board_cases_and_appeal_in_chromium(stack: Stack) -> None:
         page.goto(f"{url}/")
         page.wait_for_selector("#live-state.up", timeout=10_000)
         expected = influx_today(influx, A)
-        assert expected == {"wa1": 4}
+        assert expected == {"wa1": 4, "wa2": DAY_RATINGS}
         wait_until(
             lambda: {k.split("/")[1]: n for k, n in board_counts(page).items() if n} == expected,
             10,
