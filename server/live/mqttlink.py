@@ -138,7 +138,7 @@ class MqttLink:
         """Validate a message against the protocol and hand it on; count and drop a bad one."""
         try:
             topic = Topic.parse(msg.topic, self.settings.prefix)
-        except TopicError as exc:
+        except (TopicError, UnicodeDecodeError) as exc:  # paho decodes the topic lazily
             self.invalid["topic"] += 1
             log.warning("dropped message on bad topic: %s", exc)
             return
