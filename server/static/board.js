@@ -39,8 +39,9 @@
     table.hidden = rows.length === 0;
     foot.hidden = rows.length < 2;
     const tds = foot.querySelectorAll("td");
-    const vals = [text("total"), total.ratings, ...total.columns, pct(total.rate), fixed(total.score), total.negatives];
-    vals.slice(1).forEach((v, i) => (tds[i + 1].textContent = String(v)));
+    /* Cells: label, staff (hidden in the public view), ratings, 5 levels, rate, score, negatives. */
+    const vals = [total.ratings, ...total.columns, pct(total.rate), fixed(total.score), total.negatives];
+    vals.forEach((v, i) => (tds[i + 2].textContent = String(v)));
     updated.textContent = clock(Date.now());
   };
   const upsert = (r, flash) => {

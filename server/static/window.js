@@ -32,8 +32,8 @@
       tooltip: {},
       xAxis: { type: "category", data: [...Array(24).keys()].map(String), name: text("hour") },
       yAxis: { type: "category", data: days },
-      visualMap: { min: 0, max, calculable: true, orient: "horizontal", left: "center", bottom: 0 },
-      grid: { bottom: 70 },
+      visualMap: { min: 0, max, calculable: true, orient: "horizontal", right: 10, top: 0 },
+      grid: { top: 50, bottom: 40 },
       series: [{ type: "heatmap", data: h.heatmap.map((c) => [c[1], c[0], c[2]]) }],
     });
     charts.trend.setOption({
