@@ -168,6 +168,9 @@ def test_status_config_and_commands_round_trip(
     # The kiosk stops: offline.
     kiosk.stop()
     wait_until(lambda: device(admin)["state"] == "offline", 10, what="offline")  # type: ignore[index]
+    # Deleting the device from the registry clears its retained config.
+    assert admin.delete("/api/registry/devices/k-0001").status_code == 204
+    wait_until(lambda: retained_config(broker.port) is None, 20, what="config cleared")
 
 
 def test_command_rights(server: ServerThread, kiosk: Kiosk) -> None:
@@ -190,3 +193,24 @@ def test_command_rights(server: ServerThread, kiosk: Kiosk) -> None:
     admin = login(server, "root")
     assert admin.post("/api/devices/nope/commands", json=ok).status_code == 404
     assert admin.post("/api/devices/k-0001/commands", json={"cmd": "reboot"}).status_code == 422
+
+
+def test_configs_are_published_at_start(
+    tmp_path: Path, server: ServerThread, broker: Mosquitto, influx: Influxd
+) -> None:
+    """A server starting on an existing registry publishes every device's config."""
+    wait_until(lambda: retained_config(broker.port) is not None, 20, what="first config")
+    server.stop()
+    mq = raw_client(broker.port, "clear")
+    topic = str(Topic(HALL, "k-0001", TopicKind.CONFIG))
+    mq.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+    mq.loop_stop()
+    mq.disconnect()
+    assert retained_config(broker.port) is None
+    again = ServerThread(server_settings(broker.port, influx.url, tmp_path / "wr.db"))
+    again.start()
+    try:
+        cfg = wait_until(lambda: retained_config(broker.port), 20, what="config at start")
+        assert cfg.window == "a12" and [s.staff for s in cfg.staff] == ["0457"]
+    finally:
+        again.stop()
