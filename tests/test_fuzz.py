@@ -397,7 +397,13 @@ def _payloads(kind: TopicKind) -> st.SearchStrategy[bytes]:
     """Hostile payloads for a topic of `kind`: mostly near-valid documents of that kind."""
     own = mutated_docs(kind).flatmap(encoded)
     others = st.sampled_from(list(TopicKind)).flatmap(mutated_docs).flatmap(encoded)
-    return st.one_of(own, own, own, own, own.flatmap(corrupted), others, raw_payloads)
+    broken = own.flatmap(corrupted)
+    # one_of would merge repeated branches: weight by a drawn number instead.
+    return st.integers(0, 9).flatmap(
+        lambda pick: (
+            own if pick < 6 else broken if pick < 8 else others if pick < 9 else raw_payloads
+        )
+    )
 
 
 PAYLOADS = {kind: _payloads(kind) for kind in TopicKind}
@@ -533,7 +539,7 @@ def test_gateway_decode_rejects_each_hostile_message_with_a_reason(
     counts: Counter[str] = Counter()
     consumed = [TopicKind.RATING, TopicKind.EVENT, TopicKind.STATUS]
 
-    @settings(FUZZ, max_examples=5000)
+    @settings(FUZZ, max_examples=4500)
     @given(messages([*consumed, *consumed, TopicKind.CONFIG]))
     def check(msg: tuple[str, bytes]) -> None:
         topic, payload = msg
@@ -558,7 +564,7 @@ def test_gateway_decode_rejects_each_hostile_message_with_a_reason(
 
     check()
     report("gateway", counts, record_property)
-    assert sum(counts.values()) >= 5000
+    assert sum(counts.values()) >= 4500
     assert set(counts) >= GATEWAY_REASONS, (
         f"reasons never produced: {GATEWAY_REASONS - set(counts)}"
     )
@@ -582,8 +588,11 @@ def test_server_link_drops_each_hostile_message_with_a_reason(
     log = records("server.live.mqttlink")
     kinds = list(TopicKind)
 
+    heard_kinds = messages(kinds)
+    undecodable = st.tuples(undecodable_topics, PAYLOADS[TopicKind.RATING])
+
     @settings(FUZZ, max_examples=2500)
-    @given(messages(kinds))
+    @given(st.integers(0, 9).flatmap(lambda pick: undecodable if pick == 0 else heard_kinds))
     def check(msg: tuple[str | bytes, bytes]) -> None:
         topic, payload = msg
         before = sum(link.received.values()) + sum(link.invalid.values())
@@ -628,11 +637,6 @@ def test_server_link_drops_each_hostile_message_with_a_reason(
     assert {"accepted_rating", "accepted_event", "accepted_status"} <= set(counts)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeDecodeError,
-    reason="server/live/mqttlink.py catches only TopicError around msg.topic (reported)",
-)
 def test_server_link_drops_a_topic_that_is_not_utf8(records: Callable[[str], Records]) -> None:
     """A non-UTF-8 topic is dropped as a bad topic, not raised into paho's guard."""
     link = MqttLink(
@@ -680,11 +684,11 @@ def test_kiosk_ignores_each_hostile_config_and_command_with_a_reason(
     log = records("kiosk.publisher")
     own = {f"{PREFIX}/v1/{HALL}/{DEVICE}/{k}" for k in ("config", "cmd")}
 
+    centre = messages([TopicKind.CONFIG, TopicKind.CMD] * 3 + [TopicKind.RATING])
+    undecodable = st.tuples(undecodable_topics, PAYLOADS[TopicKind.CONFIG])
+
     @settings(FUZZ, max_examples=3000)
-    @given(
-        messages([TopicKind.CONFIG, TopicKind.CMD] * 3 + [TopicKind.RATING])
-        | st.tuples(undecodable_topics, PAYLOADS[TopicKind.CONFIG])
-    )
+    @given(st.integers(0, 9).flatmap(lambda pick: undecodable if pick == 0 else centre))
     def check(msg: tuple[str | bytes, bytes]) -> None:
         topic, payload = msg
         on_message(pub, None, None, as_message(topic, payload))
@@ -737,6 +741,16 @@ def deliverable(topic: str) -> bool:
     )
 
 
+@st.composite
+def wire_topics(draw: st.DrawFn, kind: TopicKind) -> str:
+    """A topic a client can publish on that reaches the gateway's `kind` subscription."""
+    pick = draw(st.integers(0, 9))
+    if pick < 7:
+        return f"{PREFIX}/v1/{HALL}/{DEVICE}/{kind.value}"
+    hall, device = draw(OTHER_DEVICES if pick == 7 else st.tuples(segments, segments))
+    return f"{PREFIX}/v1/{hall}/{device}/{kind.value}"
+
+
 def rejected_counts(gw: GatewayProcess) -> dict[str, int]:
     """The gateway's windowrate_gateway_messages_rejected_total per reason."""
     return {
@@ -753,8 +767,8 @@ def test_gateway_survives_hostile_stream_and_stores_every_valid_rating(
     hostile: list[tuple[str, bytes, str]] = []
     consumed = [TopicKind.RATING, TopicKind.EVENT, TopicKind.STATUS]
 
-    @settings(FUZZ, max_examples=2400)
-    @given(messages(consumed))
+    @settings(FUZZ, max_examples=2600)
+    @given(st.sampled_from(consumed).flatmap(lambda k: st.tuples(wire_topics(k), PAYLOADS[k])))
     def collect(msg: tuple[str, bytes]) -> None:
         topic, payload = msg
         if not deliverable(topic):
@@ -764,7 +778,7 @@ def test_gateway_survives_hostile_stream_and_stores_every_valid_rating(
             hostile.append((topic, payload, res.reason))
 
     collect()
-    assert len(hostile) >= 1500
+    assert len(hostile) >= 1900
     expected = Counter(reason for _t, _p, reason in hostile)
     # Valid ratings carrying the hardest text the contract allows (quotes, backslashes, …).
     valid = [
