@@ -204,13 +204,20 @@ def test_configs_are_published_at_start(
     mq = raw_client(broker.port, "clear")
     topic = str(Topic(HALL, "k-0001", TopicKind.CONFIG))
     mq.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+    # A config left behind for a device the registry no longer has.
+    ghost = DeviceConfig(window="z9").model_dump_json().encode()
+    mq.publish(str(Topic(HALL, "k-ghost", TopicKind.CONFIG)), ghost, qos=1, retain=True)
     mq.loop_stop()
     mq.disconnect()
     assert retained_config(broker.port) is None
+    assert retained_config(broker.port, "k-ghost") is not None
     again = ServerThread(server_settings(broker.port, influx.url, tmp_path / "wr.db"))
     again.start()
     try:
         cfg = wait_until(lambda: retained_config(broker.port), 20, what="config at start")
         assert cfg.window == "a12" and [s.staff for s in cfg.staff] == ["0457"]
+        wait_until(
+            lambda: retained_config(broker.port, "k-ghost") is None, 20, what="stale cleared"
+        )
     finally:
         again.stop()

@@ -33,6 +33,7 @@ class MqttLink:
         on_event: Callable[[ServiceEvent], None],
         on_status: Callable[[DeviceStatus], None],
         on_connect: Callable[[], None] | None = None,
+        on_config: Callable[[str, str, bool], None] | None = None,
         client_id: str | None = None,
     ) -> None:
         """Prepare the client; start() connects in the background."""
@@ -41,6 +42,8 @@ class MqttLink:
         self.on_event = on_event
         self.on_status = on_status
         self.on_connected = on_connect
+        # Told (hall, device, present) of each retained config on the broker, ours included.
+        self.on_config = on_config
         self.client_id = client_id or f"wr-server-{uuid.uuid4().hex[:12]}"
         self.received: Counter[str] = Counter()
         self.invalid: Counter[str] = Counter()
@@ -120,7 +123,8 @@ class MqttLink:
         if rc.is_failure:
             log.warning("broker refused the server's connection: %s", rc)
             return
-        client.subscribe([(subscription(k, self.settings.prefix), 1) for k in LISTENED])
+        kinds = [*LISTENED, TopicKind.CONFIG] if self.on_config is not None else LISTENED
+        client.subscribe([(subscription(k, self.settings.prefix), 1) for k in kinds])
         self._connected.set()
         log.info("server MQTT link connected to %s:%s", self.settings.host, self.settings.port)
         if self.on_connected is not None:
@@ -143,6 +147,10 @@ class MqttLink:
             log.warning("dropped message on bad topic: %s", exc)
             return
         kind = topic.kind.value
+        if topic.kind is TopicKind.CONFIG:
+            if self.on_config is not None:
+                self.on_config(topic.hall, topic.device, bool(msg.payload))
+            return
         if not msg.payload and topic.kind is TopicKind.STATUS:
             return  # a cleared retained status
         if len(msg.payload) > MAX_PAYLOAD:

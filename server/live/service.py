@@ -51,9 +51,11 @@ class LiveService:
             on_event=self._on_event,
             on_status=self._on_status,
             on_connect=self.force_republish,
+            on_config=self._on_config,
         )
         self.registered: set[DeviceKey] = set()
         self._published: dict[DeviceKey, DeviceConfig] = {}
+        self._retained: set[DeviceKey] = set()  # configs the broker holds (network thread)
         self._configs_wanted = threading.Event()
         self._resync_wanted = threading.Event()
         self._wake = threading.Event()
@@ -118,6 +120,16 @@ class LiveService:
             self.board.device_changed(st.hall, window)
         self.hub.publish({"type": "device", "hall": st.hall, "device": st.device})
 
+    def _on_config(self, hall: str, device: str, present: bool) -> None:
+        """A retained config on the broker (ours or a stale one): check it against the registry."""
+        key = (hall, device)
+        if present:
+            if key not in self._retained:
+                self._retained.add(key)
+                self.request_configs()
+        else:
+            self._retained.discard(key)
+
     # --- worker thread ---
 
     def _work(self) -> None:
@@ -165,10 +177,11 @@ class LiveService:
                 self._published[key] = config
                 self.configs_published += 1
                 log.info("published config of %s/%s (window %s)", *key, config.window)
-        for key in set(self._published) - set(configs):
+        for key in (set(self._published) | set(self._retained)) - set(configs):
             if self.link.publish_config(*key, None):
-                del self._published[key]
-                log.info("cleared config of %s/%s", *key)
+                self._published.pop(key, None)
+                self._retained.discard(key)
+                log.info("cleared config of %s/%s (not a registered device with a window)", *key)
 
     def force_republish(self) -> None:
         """Publish every config again (after a reconnect)."""
