@@ -355,3 +355,28 @@ def test_hall_manager_stream_and_window_history(live_stack: LiveStack) -> None:
     assert "公示" in httpx.get(f"{srv.url}/screen").text
     mq.loop_stop()
     mq.disconnect()
+
+
+def test_rating_stored_before_the_server_hears_it_counts_once(live_stack: LiveStack) -> None:
+    """A rating already in InfluxDB when it arrives on MQTT is known from the re-sync."""
+    srv = live_stack.server
+    board = srv.app.state.live.board
+    doc = rating_doc(HALL, "k-0042", 1, window="w42", level=4)
+    line = (
+        f"rating,device=k-0042,hall={HALL},level=4,window=w42 seq=1i,scale=5i,"
+        f'id="{doc["id"]}",input="touch",prompted=true,clock_synced=true '
+        f"{doc['ts'] * 10**6 + 1}"
+    )
+    url = live_stack.influx.url
+    assert httpx.post(f"{url}/query", params={"q": "CREATE DATABASE windowrate"}).is_success
+    resp = httpx.post(f"{url}/write", params={"db": "windowrate"}, content=line)
+    assert resp.status_code == 204, resp.text
+    synced = board.synced_at
+    wait_until(lambda: board.synced_at != synced, 10, what="a re-sync")
+    mq = raw_client(live_stack.broker.port, "late")
+    topic = str(Topic(HALL, "k-0042", TopicKind.RATING))
+    mq.publish(topic, json.dumps(doc), qos=1).wait_for_publish(5)
+    wait_until(lambda: board.duplicates == 1, 10, what="known as stored")
+    assert board_windows(srv.url)[(HALL, "w42")]["ratings"] == 1
+    mq.loop_stop()
+    mq.disconnect()

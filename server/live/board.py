@@ -33,6 +33,8 @@ from server.live.hub import Hub
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+RECENT_S = 120  # ids stored this recently are looked up at each re-sync
+SEEN_S = 900  # how long an id is remembered for deduplication
 # The board's level columns, best first; a zh label means the same on 3-, 4- and 5-key scales.
 COLUMN_LABELS: tuple[str, ...] = tuple(level_label(5, lv, "zh") for lv in (5, 4, 3, 2, 1))
 
@@ -88,7 +90,8 @@ class LiveBoard:
         self._base: dict[Key, Counter[tuple[int, int]]] = {}
         self._pending: dict[str, Pending] = {}
         self._pending_counts: dict[Key, Counter[tuple[int, int]]] = {}
-        self._seen: set[str] = set()
+        # Ids counted or known stored, by when they were noted (monotonic s): dedupe of MQTT.
+        self._seen: dict[str, float] = {}
         self._last_neg: dict[Key, LastNegative] = {}
         self.names: dict[Key, str] = {}
         self.synced_at: datetime | None = None
@@ -123,7 +126,7 @@ class LiveBoard:
             if rid in self._seen:
                 self.duplicates += 1
                 return
-            self._seen.add(rid)
+            self._seen[rid] = time.monotonic()
             self._add_pending(rid, Pending(key, ev.scale, ev.level, ev.ts, time.monotonic()))
             negative = is_negative(ev.scale, ev.level)
             if negative:
@@ -216,17 +219,22 @@ class LiveBoard:
         """Reload today's counts from InfluxDB, settle the pending ratings, publish a snapshot."""
         _today, start, end = day_bounds(self.tz)
         counts = today_counts(self.client, self.tz, hall=self.hall)
+        # The ids stored recently (and since the oldest pending rating): a rating the gateway
+        # stored before the server heard it is then known, not counted twice.
+        recent = int(time.time() * 1000 - RECENT_S * 1000)
         with self._lock:
             self._roll_day()
-            oldest = min((p.ts for p in self._pending.values()), default=None)
-        stored = self._ids_since(oldest) if oldest is not None else set()
+            oldest = min((p.ts for p in self._pending.values()), default=recent)
+        stored = self._ids_since(min(oldest, recent))
         negatives = self._last_negatives(start, end)
         now = time.monotonic()
         with self._lock:
             self._base = {(wc.hall, wc.window): wc.counts for wc in counts}
             for rid in stored:
                 self._drop_pending(rid)
-                self._seen.add(rid)
+                self._seen.setdefault(rid, now)
+            horizon = now - max(self.pending_s, SEEN_S)
+            self._seen = {rid: at for rid, at in self._seen.items() if at >= horizon}
             for rid, p in list(self._pending.items()):
                 if now - p.received > self.pending_s:
                     log.warning("rating %s heard on MQTT is not in InfluxDB: dropped", rid)
