@@ -22,6 +22,10 @@ WindowStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-
 TextStr = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
+# A software version: printable like TextStr (it is stored and shown), shorter.
+VersionStr = Annotated[
+    str, StringConstraints(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
 ReasonStr = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
 # Reason codes starting with "x-" are flags the device sets, not reasons a person chose.
 FLAG_REPEAT = "x-repeat"  # pressed again within the repeat interval (prompt mode "always")
@@ -116,7 +120,7 @@ class DeviceStatus(_Message):
     )
     backlog: Annotated[int, Field(ge=0)] | None = Field(default=None, title="Ratings in the outbox")
     clock_synced: bool | None = None
-    version: Annotated[str, StringConstraints(max_length=32)] | None = None
+    version: VersionStr | None = None
     board: BoardStatus | None = Field(default=None, title="Serial button board, if any")
 
 

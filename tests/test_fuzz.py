@@ -9,6 +9,7 @@ The end-to-end test sends hostile messages through a real Mosquitto to a real ga
 import json
 import logging
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -72,6 +73,7 @@ SERVER_REASONS = {
     "dropped %s message whose device does not match %s": "topic_mismatch",
 }
 KIOSK_IGNORED = "ignored invalid message on %s: %s"
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 FUZZ = settings(
     deadline=None,
@@ -294,6 +296,8 @@ EDGES: dict[str, list[Any]] = {
     "buttons": [0, 9],
     "prompt_timeout_s": [4, 601],
     "repeat_interval_s": [-1, 3601],
+    "version": ["1.0\n", "\x00", "", "\r", "v" * 33],
+    "staff": ["\n", "a\tb", "\x7f", "x" * 65, ""],
 }
 EDGE_VALUES = st.sampled_from([(k, v) for k, vs in EDGES.items() for v in vs])
 INNER_VALUES = st.lists(
@@ -306,7 +310,11 @@ INNER_VALUES = st.lists(
 ) | st.dictionaries(
     st.sampled_from(["connected", "id", "buttons", "firmware", "y"]), json_values, max_size=4
 )
-OPS = st.sampled_from(["set", "set", "edge", "edge", "drop", "extra", "nest", "inner"])
+# Out of range but well typed: what the gateway must tell apart (time, level) from bad input.
+RANGE_VALUES = st.sampled_from(
+    [("ts", 1_577_836_799_999), ("ts", FAR_FUTURE_TS), ("ts", 0), ("level", 0), ("level", 4)]
+)
+OPS = st.sampled_from(["set", "set", "edge", "edge", "range", "drop", "extra", "nest", "inner"])
 
 
 @st.composite
@@ -318,8 +326,8 @@ def mutated_docs(draw: st.DrawFn, kind: TopicKind) -> dict[str, Any]:
         key = draw(FIELD_KEYS[kind])
         if op == "set":
             doc[key] = draw(json_values)
-        elif op == "edge":
-            edge_key, value = draw(EDGE_VALUES)
+        elif op in ("edge", "range"):
+            edge_key, value = draw(EDGE_VALUES if op == "edge" else RANGE_VALUES)
             doc[edge_key] = value
         elif op == "drop":
             doc.pop(key, None)
@@ -555,7 +563,8 @@ def test_gateway_decode_rejects_each_hostile_message_with_a_reason(
         assert t.kind in consumed and str(t) == topic
         doc = MODELS[t.kind].model_validate_json(payload)
         assert (doc.hall, doc.device) == (t.hall, t.device)  # type: ignore[attr-defined]
-        assert "\n" not in res.line and res.line.startswith(
+        assert not CONTROL.search(res.line), res.line  # one line, no control characters
+        assert res.line.startswith(
             {"rating": "rating,", "event": "event,", "status": "device_status,"}[t.kind.value]
         )
         if t.kind is TopicKind.RATING:
@@ -569,6 +578,19 @@ def test_gateway_decode_rejects_each_hostile_message_with_a_reason(
         f"reasons never produced: {GATEWAY_REASONS - set(counts)}"
     )
     assert {"accepted_rating", "accepted_event", "accepted_status"} <= set(counts)
+
+
+@pytest.mark.parametrize("version", ["1.0\n", "\x00", "\r", ""])
+def test_status_version_with_control_characters_is_rejected(version: str) -> None:
+    """Found by the fuzzer: a status `version` with a newline was stored as it came."""
+    doc = {"v": 1, "device": DEVICE, "hall": HALL, "state": "online", "version": version}
+    res = decode(
+        f"{PREFIX}/v1/{HALL}/{DEVICE}/status",
+        json.dumps(doc).encode(),
+        prefix=PREFIX,
+        max_bytes=MAX_BYTES,
+    )
+    assert isinstance(res, Rejected) and res.reason == "invalid_field", res
 
 
 def test_server_link_drops_each_hostile_message_with_a_reason(
