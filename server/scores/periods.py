@@ -7,6 +7,9 @@ from zoneinfo import ZoneInfo
 
 PeriodKind = Literal["day", "week", "month", "quarter", "year", "custom"]
 PERIOD_KINDS: tuple[str, ...] = ("day", "week", "month", "quarter", "year", "custom")
+# Days a period may cover: InfluxDB's time range (1677–2262) with room, and no epoch sign flip.
+FIRST_DAY = date(2000, 1, 1)
+LAST_DAY = date(2199, 12, 31)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,9 +21,11 @@ class Period:
     kind: str = "custom"
 
     def __post_init__(self) -> None:
-        """Refuse a period that ends before it starts."""
+        """Refuse a period that ends before it starts or lies outside FIRST_DAY … LAST_DAY."""
         if self.last < self.first:
             raise ValueError(f"period ends ({self.last}) before it starts ({self.first})")
+        if self.first < FIRST_DAY or self.last > LAST_DAY:
+            raise ValueError(f"a period lies within {FIRST_DAY} … {LAST_DAY}")
 
     def days(self) -> list[date]:
         """Return every day of the period."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
@@ -112,6 +113,9 @@ def scoped_hall(who: Principal, hall: str | None) -> str | None:
     return hall
 
 
+FlagId = Annotated[int, PathParam(ge=1, le=2**31 - 1, description="Flag id")]
+
+
 def _period(
     first: date | None,
     last: date | None,
@@ -122,7 +126,10 @@ def _period(
     if kind is not None:
         if first is not None or last is not None:
             raise HTTPException(status_code=422, detail="give either period or from and to")
-        return period_of(kind, ref or date.today())
+        try:
+            return period_of(kind, ref or date.today())
+        except (ValueError, OverflowError) as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
     if first is None or last is None:
         raise HTTPException(status_code=422, detail="give from and to, or period")
     try:
@@ -248,7 +255,7 @@ def make_router(settings: ScoresSettings | None = None) -> APIRouter:
         return [_flag_out(f) for f in session.scalars(q)]
 
     @router.post("/api/scores/flags/{flag_id}/review", response_model=FlagOut)
-    def api_review(who: UserDep, session: SessionDep, flag_id: int, body: Review) -> FlagOut:
+    def api_review(who: UserDep, session: SessionDep, flag_id: FlagId, body: Review) -> FlagOut:
         """Review a flag: `fraud` excludes the rating from scores, `dismissed` keeps it."""
         if who.role not in REVIEW_ROLES:
             raise HTTPException(status_code=403, detail="only office or admin users review flags")
