@@ -227,7 +227,6 @@ def run_bench(
                     "WR_SERVER_INFLUX__URL": influx.url,
                     "WR_SERVER_DATABASE_URL": f"sqlite:///{run / 'server.db'}",
                     "WR_SERVER_GATEWAY_METRICS_URLS": f'["http://127.0.0.1:{gw_metrics}/metrics"]',
-                    "WR_SERVER_LIVE__RESYNC_S": "10",
                 },
                 run / "server.log",
             )

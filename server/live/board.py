@@ -33,7 +33,7 @@ from server.live.hub import Hub
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-RECENT_S = 120  # ids stored this recently are looked up at each re-sync
+RECENT_S = 60  # ids stored this recently are looked up at each re-sync
 SEEN_S = 900  # how long an id is remembered for deduplication
 # The board's level columns, best first; a zh label means the same on 3-, 4- and 5-key scales.
 COLUMN_LABELS: tuple[str, ...] = tuple(level_label(5, lv, "zh") for lv in (5, 4, 3, 2, 1))
