@@ -53,6 +53,11 @@ def _short(exc: ValidationError) -> str:
     return "; ".join(parts)[:500]
 
 
+# The longest valid topic is 204 characters (64 prefix, /v1/, 64 hall, 64 device, status).
+# Longer ones are refused before the cache, which must not keep a flood of 64 KiB topics.
+MAX_TOPIC_CHARS = 256
+
+
 @lru_cache(maxsize=65_536)
 def _parse_topic(topic: str, prefix: str) -> Topic | str:
     """Parse a topic once per device (topics repeat); return the error text if invalid."""
@@ -74,6 +79,8 @@ def decode(
     """Validate `payload` against the model of its topic and build its point."""
     if len(payload) > max_bytes:
         return Rejected("too_large", f"payload of {len(payload)} bytes > {max_bytes}")
+    if len(topic) > MAX_TOPIC_CHARS:
+        return Rejected("bad_topic", f"topic of {len(topic)} characters > {MAX_TOPIC_CHARS}")
     t = _parse_topic(topic, prefix)
     if isinstance(t, str):
         return Rejected("bad_topic", t)

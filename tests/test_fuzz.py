@@ -23,7 +23,14 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from deploy.services import Influxd, Mosquitto
-from gateway.validate import Accepted, Rejected, _schema_reason, decode
+from gateway.validate import (
+    MAX_TOPIC_CHARS,
+    Accepted,
+    Rejected,
+    _parse_topic,
+    _schema_reason,
+    decode,
+)
 from kiosk.clock import SystemClock
 from kiosk.outbox import Outbox
 from kiosk.publisher import Publisher
@@ -591,6 +598,20 @@ def test_status_version_with_control_characters_is_rejected(version: str) -> Non
         max_bytes=MAX_BYTES,
     )
     assert isinstance(res, Rejected) and res.reason == "invalid_field", res
+
+
+def test_long_hostile_topics_do_not_fill_the_gateway_topic_cache() -> None:
+    """Found by review of the fuzz runs: each unique 64 KiB topic was kept in the parse cache."""
+    payload = json.dumps(rating_doc(HALL, DEVICE, 1)).encode()
+    _parse_topic.cache_clear()
+    for i in range(50):
+        topic = f"{PREFIX}/v1/{HALL}/{'x' * 60_000}{i}/rating"
+        res = decode(topic, payload, prefix=PREFIX, max_bytes=MAX_BYTES)
+        assert isinstance(res, Rejected) and res.reason == "bad_topic"
+    assert _parse_topic.cache_info().currsize == 0
+    longest = f"{'p' * 64}/v1/{'h' * 64}/{'d' * 64}/status"
+    assert len(longest) <= MAX_TOPIC_CHARS
+    assert Topic.parse(longest, "p" * 64).kind is TopicKind.STATUS
 
 
 def test_server_link_drops_each_hostile_message_with_a_reason(
