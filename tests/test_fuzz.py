@@ -31,10 +31,10 @@ from gateway.validate import (
     _schema_reason,
     decode,
 )
-from kiosk.clock import SystemClock
-from kiosk.outbox import Outbox
+from kiosk.main import Kiosk
 from kiosk.publisher import Publisher
-from kiosk.recorder import Identity
+from kiosk.session import Screen
+from kiosk.settings import KioskSettings
 from protocol.connection import MqttSettings
 from protocol.messages import (
     Command,
@@ -659,7 +659,7 @@ def test_server_link_drops_each_hostile_message_with_a_reason(
             reason = SERVER_REASONS.get(str(logged[0].msg))
             assert reason is not None, logged[0].getMessage()
             counts[reason] += 1
-            if isinstance(topic, str) and reason != "bad_topic":
+            if isinstance(topic, str):
                 res = decode(topic, payload, prefix=PREFIX, max_bytes=MAX_BYTES)
                 assert isinstance(res, Rejected), (topic, payload)  # never stored either
             return
@@ -714,15 +714,22 @@ def test_kiosk_ignores_each_hostile_config_and_command_with_a_reason(
     counts: Counter[str] = Counter()
     configs: list[DeviceConfig] = []
     commands: list[Command] = []
-    outbox = Outbox(tmp_path / "outbox.sqlite")
-    pub = Publisher(
-        outbox,
-        Identity(hall=HALL, device=DEVICE, window="a12"),
-        MqttSettings(prefix=PREFIX),
-        SystemClock(),
-        on_config=configs.append,
-        on_command=commands.append,
+    kiosk = Kiosk(
+        KioskSettings(
+            hall=HALL, device=DEVICE, data_dir=tmp_path / "kiosk", voice=False, mqtt=MqttSettings()
+        )
     )
+    pub = kiosk.publisher
+
+    def on_config(config: DeviceConfig) -> None:
+        configs.append(config)
+        kiosk._on_config(config)
+
+    def on_command(cmd: Command) -> None:
+        commands.append(cmd)
+        kiosk._on_command(cmd)
+
+    pub.on_config, pub.on_command = on_config, on_command
     on_message = Publisher._on_message.__wrapped__  # type: ignore[attr-defined]
     log = records("kiosk.publisher")
     own = {f"{PREFIX}/v1/{HALL}/{DEVICE}/{k}" for k in ("config", "cmd")}
@@ -741,8 +748,22 @@ def test_kiosk_ignores_each_hostile_config_and_command_with_a_reason(
             assert topic in own
             kind = "config" if configs else "cmd"
             model = DeviceConfig if configs else Command
-            assert model.model_validate_json(payload) == (configs or commands).pop()
+            got = (configs or commands).pop()
+            assert model.model_validate_json(payload) == got
             assert str(topic).endswith(f"/{kind}")
+            # The real kiosk behind the publisher took it: its screen shows the new state.
+            view = kiosk.session.view()
+            if isinstance(got, DeviceConfig):
+                assert (view.scale, view.window, view.language) == (
+                    got.scale,
+                    got.window,
+                    got.language,
+                )
+                assert DeviceConfig.model_validate_json(kiosk.config_path.read_bytes()) == got
+            elif got.cmd == "pause":
+                assert view.screen is Screen.PAUSED
+            elif got.cmd == "resume":
+                assert view.screen is not Screen.PAUSED
             counts[f"accepted_{kind}"] += 1
             return
         assert len(logged) == 1 and logged[0].msg == KIOSK_IGNORED, [r.msg for r in logged]
@@ -751,7 +772,7 @@ def test_kiosk_ignores_each_hostile_config_and_command_with_a_reason(
 
     check()
     report("kiosk", counts, record_property)
-    outbox.close()
+    kiosk.outbox.close()
     assert sum(counts.values()) >= 3000
     assert {"accepted_config", "accepted_cmd", "bad_topic", "bad_json", "invalid_field"} <= set(
         counts
