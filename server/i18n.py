@@ -82,3 +82,14 @@ STRINGS.update(
         },
     }
 )
+
+STRINGS.update(
+    {
+        "case_alert": {"zh": "待处理差评工单 {n} 件", "en": "{n} negative-rating cases to handle"},
+        "case_alert_overdue": {"zh": "其中逾期 {n} 件", "en": "{n} overdue"},
+        "case_alert_newest": {
+            "zh": "最新：{window} 号窗口 {time}",
+            "en": "newest: window {window} at {time}",
+        },
+    }
+)

@@ -244,6 +244,13 @@ def test_hall_manager_board_cases_and_appeal_in_chromium(stack: Stack) -> None:
             30,
             what="the case of the new negative rating",
         )
+        # The board's alert counts the hall's cases to handle and names the newest.
+        page.wait_for_function(
+            "() => !document.getElementById('case-alert').hidden"
+            " && document.querySelector('#case-alert .newest').textContent.includes('wa1')",
+            timeout=15_000,
+        )
+        assert "cases to handle" in page.inner_text("#case-alert")
         # ... and is taken through open → contacted → rectified → closed in the browser.
         page.goto(f"{url}/cases/{new_case['id']}")
         assert page.get_attribute("#state", "class") == "badge state-open"

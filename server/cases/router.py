@@ -165,6 +165,24 @@ def make_router(settings: ServerSettings) -> APIRouter:
         return s.CaseList(total=total, cases=[case_out(c, who, now) for c in rows])
 
     @router.get(
+        "/api/cases/summary", response_model=s.CaseSummary, responses=ERRORS, tags=tags_cases
+    )
+    def case_summary(session: SessionDep, who: UserDep) -> s.CaseSummary:
+        """Counts for the board's alert, over the cases the user may read."""
+        now = today()
+        unclosed = sum(
+            svc.list_cases(session, who, now, state=st, limit=1)[0]
+            for st in ("open", "contacted", "rectified")
+        )
+        overdue, _ = svc.list_cases(session, who, now, overdue=True, limit=1)
+        _, newest = svc.list_cases(session, who, now, state="open", limit=1)
+        return s.CaseSummary(
+            unclosed=unclosed,
+            overdue=overdue,
+            newest=case_out(newest[0], who, now) if newest else None,
+        )
+
+    @router.get(
         "/api/cases/{case_id}", response_model=s.CaseDetail, responses=ERRORS, tags=tags_cases
     )
     def get_case(case_id: CaseId, session: SessionDep, who: UserDep) -> Any:

@@ -71,6 +71,14 @@ class CaseList(BaseModel):
     cases: list[CaseOut] = Field(title="This page, newest rating first")
 
 
+class CaseSummary(BaseModel):
+    """What the hall board's alert shows: cases still to handle, overdue ones, the newest."""
+
+    unclosed: int = Field(title="Cases not closed yet")
+    overdue: int = Field(title="Unclosed cases past their deadline")
+    newest: CaseOut | None = Field(title="The newest open case (rating time)")
+
+
 class TransitionIn(_In):
     """Move a case one step."""
 

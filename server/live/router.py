@@ -41,7 +41,8 @@ PRIVATE_FIELDS = ("staff",)
 JS_KEYS = (
     "state_online", "state_paused", "state_offline", "state_unknown", "live_connected",
     "live_reconnecting", "last_negative", "empty", "ratings", "score", "satisfaction_rate",
-    "weekdays", "hour", "timeline", "heatmap", "trend",
+    "weekdays", "hour", "timeline", "heatmap", "trend", "case_alert", "case_alert_overdue",
+    "case_alert_newest",
 )  # fmt: skip
 ViewQuery = Annotated[
     Literal["public"] | None,

@@ -53,6 +53,25 @@
     const after = [...tbody.children].find((tr) => tr.dataset.key > key);
     tbody.insertBefore(fresh, after || null);
   };
+  /* Negative-rating cases still to handle (logged-in users; 401/403 hides the alert). */
+  const alertBox = document.getElementById("case-alert");
+  let newestCase = null;
+  const fill = (tpl, vals) => tpl.replace(/\{(\w+)\}/g, (_, k) => String(vals[k]));
+  const pollCases = async () => {
+    try {
+      const resp = await fetch("/api/cases/summary", { credentials: "same-origin" });
+      if (!resp.ok) { alertBox.hidden = true; return; }
+      const s = await resp.json();
+      alertBox.hidden = s.unclosed === 0;
+      alertBox.querySelector(".count").textContent = fill(text("case_alert"), { n: s.unclosed });
+      alertBox.querySelector(".overdue").textContent = s.overdue ? fill(text("case_alert_overdue"), { n: s.overdue }) : "";
+      const n = s.newest;
+      alertBox.querySelector(".newest").textContent = n ? fill(text("case_alert_newest"), { window: n.window, time: clock(Date.parse(n.rating_ts)) }) : "";
+      if (n && newestCase !== null && n.id !== newestCase) alertBox.classList.add("new");
+      if (n) newestCase = n.id;
+    } catch (e) { /* offline: keep what is shown */ }
+  };
+  if (alertBox) { pollCases(); setInterval(pollCases, 5000); }
   document.body.classList.add("js");
   connect("/api/live/stream", {
     snapshot: (snap) => {

@@ -5,8 +5,8 @@ from sqlalchemy import Connection, create_engine
 
 import server.cases.models  # noqa: F401  (registers the case tables)
 from server.db.models import Base
-from server.scores import models as _score_models  # noqa: F401  (registers the score tables)
 from server.provisioning import models as _prov_models  # noqa: F401  (broker accounts, codes)
+from server.scores import models as _score_models  # noqa: F401  (registers the score tables)
 
 config = context.config
 target_metadata = Base.metadata
