@@ -873,6 +873,7 @@ def test_gateway_survives_hostile_stream_and_stores_every_valid_rating(
         lambda: sum(rejected_counts(gw).values()) >= len(hostile), 90, what="hostile counted"
     )
     assert gw.proc is not None and gw.proc.poll() is None, gw.log_tail()
+    assert "Traceback" not in (gw.run_dir / "gateway-1.log").read_text(errors="replace")
     got = rejected_counts(gw)
     record_property("e2e_rejected", got)
     print(json.dumps({"fuzz": "e2e", "hostile": len(hostile), "valid": len(valid), **got}))
