@@ -139,6 +139,7 @@ def _calls(w: World) -> dict[tuple[str, str], list[Call]]:
             Call("POST", f"/api/scores/flags/{fid}/review", json={"verdict": "fraud", "note": "x"})
         ],
         ("GET", "/exports"): [Call("GET", "/exports")],
+        ("GET", "/api/cases/summary"): [Call("GET", "/api/cases/summary")],
         ("GET", "/api/cases"): [
             Call("GET", "/api/cases"),
             Call("GET", "/api/cases", params={"hall": A}),
@@ -461,4 +462,5 @@ def test_every_route_respects_the_other_hall_and_viewers(world: World) -> None:
     assert {r["hall"] for r in m2.get("/api/live/board").json()["rows"]} == {B}
     assert {d["hall"] for d in m2.get("/api/devices").json()} <= {B}
     assert {x["hall"] for x in m2.get("/api/cases").json()["cases"]} == set()
+    assert m2.get("/api/cases/summary").json() == {"unclosed": 0, "overdue": 0, "newest": None}
     m2.close()
