@@ -78,6 +78,7 @@ SERVER_REASONS = {
     "dropped %s message of %d bytes on %s": "too_large",
     "dropped invalid %s message on %s: %s": "invalid",
     "dropped %s message whose device does not match %s": "topic_mismatch",
+    "dropped rating %s on %s: %s": "ts_out_of_range",
 }
 KIOSK_IGNORED = "ignored invalid message on %s: %s"
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -2,6 +2,7 @@
 
 import logging
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
+from protocol.clock import TsVerdict, check_ts
 from protocol.connection import MqttSettings, guarded, make_client
 from protocol.messages import Command, DeviceConfig, DeviceStatus, RatingEvent, ServiceEvent
 from protocol.topics import Topic, TopicError, TopicKind, subscription
@@ -177,6 +179,12 @@ class MqttLink:
             self.invalid[kind] += 1
             log.warning("dropped %s message whose device does not match %s", kind, msg.topic)
             return
+        if isinstance(doc, RatingEvent):
+            verdict = check_ts(doc.ts, int(time.time() * 1000))
+            if verdict is not TsVerdict.OK:  # the gateway keeps it as a dead letter, not a point
+                self.invalid[kind] += 1
+                log.warning("dropped rating %s on %s: %s", doc.id, msg.topic, verdict.value)
+                return
         self.received[kind] += 1
         if isinstance(doc, RatingEvent):
             self.on_rating(doc)
