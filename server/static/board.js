@@ -60,7 +60,7 @@
   const pollCases = async () => {
     try {
       const resp = await fetch("/api/cases/summary", { credentials: "same-origin" });
-      if (!resp.ok) { alertBox.hidden = true; return; }
+      if (!resp.ok) { alertBox.hidden = true; return; } /* e.g. the login expired */
       const s = await resp.json();
       alertBox.hidden = s.unclosed === 0;
       alertBox.querySelector(".count").textContent = fill(text("case_alert"), { n: s.unclosed });
@@ -71,7 +71,8 @@
       if (n) newestCase = n.id;
     } catch (e) { /* offline: keep what is shown */ }
   };
-  if (alertBox) { pollCases(); setInterval(pollCases, 5000); }
+  /* Only for a logged-in browser (the CSRF cookie is readable, the session cookie is not). */
+  if (alertBox && /(^|; )wr_csrf=/.test(document.cookie)) { pollCases(); setInterval(pollCases, 5000); }
   document.body.classList.add("js");
   connect("/api/live/stream", {
     snapshot: (snap) => {
