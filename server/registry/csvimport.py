@@ -1,4 +1,4 @@
-"""CSV import of registry records: every row checked, written in one transaction only if all pass.
+"""CSV import of registry records; its row check is shared with the XLSX import.
 
 The file is UTF-8 (a BOM is allowed, as Excel writes it); the header row names the
 columns in English or Chinese (编码/code, 名称/name, 大厅/hall, …). Rows are numbered
@@ -73,10 +73,17 @@ _BOOL = {"是": "true", "否": "false", "真": "true", "假": "false"}
 
 
 class FileError(RegistryError):
-    """The file cannot be read as CSV at all."""
+    """The file cannot be read as CSV (or XLSX) at all."""
 
     status = 422
     error = "invalid_file"
+
+
+class TooLarge(FileError):
+    """The file is larger than MAX_BYTES."""
+
+    status = 413
+    error = "file_too_large"
 
 
 def _norm(header: str) -> str:
@@ -118,7 +125,7 @@ def _row_values(fields: list[str | None], cells: list[str]) -> dict[str, str | N
 def read_csv(data: bytes) -> list[list[str]]:
     """Return the rows of a UTF-8 CSV file (BOM allowed); FileError if it is not one."""
     if len(data) > MAX_BYTES:
-        raise FileError(f"file larger than {MAX_BYTES} bytes")
+        raise TooLarge(f"file larger than {MAX_BYTES} bytes")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -132,12 +139,13 @@ def read_csv(data: bytes) -> list[list[str]]:
     return rows
 
 
-def import_csv(session: Session, ent: Entity, data: bytes, *, dry_run: bool) -> s.ImportResult:
-    """Check every row of `data` and, unless `dry_run` or a row fails, create all in `session`.
+def import_rows(
+    session: Session, ent: Entity, rows: list[list[str]], *, dry_run: bool, kind: str = "CSV"
+) -> s.ImportResult:
+    """Check every row (header first) and, unless `dry_run` or a row fails, create all in `session`.
 
     The caller commits when the result is ok and not a dry run, and rolls back otherwise.
     """
-    rows = read_csv(data)
     fields, file_errors = _columns(ent, rows[0])
     results: list[s.RowResult] = []
     seen: dict[tuple[str | None, str], int] = {}
@@ -171,7 +179,14 @@ def import_csv(session: Session, ent: Entity, data: bytes, *, dry_run: bool) -> 
         results.append(s.RowResult(row=number, ok=not errors, errors=errors, values=values))
     ok = not file_errors and all(r.ok for r in results)
     written = len(results) if ok and not dry_run else 0
-    log.info("CSV import of %s: %d rows, ok=%s, dry_run=%s", ent.name, len(results), ok, dry_run)
+    log.info(
+        "%s import of %s: %d rows, ok=%s, dry_run=%s", kind, ent.name, len(results), ok, dry_run
+    )
     return s.ImportResult(
         entity=ent.name, dry_run=dry_run, ok=ok, written=written, errors=file_errors, rows=results
     )
+
+
+def import_csv(session: Session, ent: Entity, data: bytes, *, dry_run: bool) -> s.ImportResult:
+    """Check every row of CSV `data` and, unless `dry_run` or a row fails, create all."""
+    return import_rows(session, ent, read_csv(data), dry_run=dry_run)

@@ -3,7 +3,8 @@
 Routes per entity (`halls`, `units`, `windows`, `devices`, `staff`, `items`):
 `GET /{entity}` (`?hall=` filters), `POST /{entity}`, `GET|PATCH|DELETE /{entity}/{code}`
 (`/{entity}/{hall}/{code}` for units, windows and staff, whose codes are unique per hall),
-and `POST /{entity}/import?dry_run=true|false` with a CSV body.
+and `POST /{entity}/import?dry_run=true|false` with a CSV or XLSX body (XLSX when the
+Content-Type says so or the body is a zip; the first sheet is read).
 
 Every route needs a login (401 without). Reading is open to every role; writing to
 an admin, and to a hall manager for the units, windows, devices and staff of their
@@ -24,7 +25,7 @@ from sqlalchemy.orm import Session
 from server.auth.deps import Principal, SessionDep, UserDep
 from server.auth.service import audit
 from server.registry import schemas as s
-from server.registry.csvimport import import_csv
+from server.registry.csvimport import MAX_BYTES, TooLarge, import_csv
 from server.registry.service import (
     ENTITIES,
     Entity,
@@ -38,6 +39,7 @@ from server.registry.service import (
     list_records,
     update_record,
 )
+from server.registry.xlsximport import XLSX_TYPE, import_xlsx, is_xlsx
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 CSV_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {"text/csv": {"schema": {"type": "string", "format": "binary"}}},
-        "description": "UTF-8 CSV (BOM allowed) with a header row in English or Chinese",
+        "content": {
+            "text/csv": {"schema": {"type": "string", "format": "binary"}},
+            XLSX_TYPE: {"schema": {"type": "string", "format": "binary"}},
+        },
+        "description": "UTF-8 CSV (BOM allowed) or XLSX (first sheet), at most 5 MB, "
+        "with a header row in English or Chinese",
     }
 }
 
@@ -221,10 +227,14 @@ def _add_entity(router: APIRouter, ent: Entity) -> None:
             bool, Query(description="Only check the rows (default); false writes them")
         ] = True,
     ) -> Any:
-        """Check a CSV file row by row; with dry_run=false write all rows or none."""
+        """Check a CSV or XLSX file row by row; with dry_run=false write all rows or none."""
         _may_write(who, ent)
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BYTES:
+            return _error(TooLarge(f"file larger than {MAX_BYTES} bytes"))
         data = await request.body()
-        return await run_in_threadpool(_import, session, who, ent, data, dry_run)
+        xlsx = is_xlsx(request.headers.get("content-type"), data)
+        return await run_in_threadpool(_import, session, who, ent, data, dry_run, xlsx)
 
     # The request bodies' models differ per entity: FastAPI reads them from the annotations.
     create.__annotations__["body"] = ent.create
@@ -242,9 +252,10 @@ def _add_entity(router: APIRouter, ent: Entity) -> None:
         f"/{ent.name}/import", import_, methods=["POST"], response_model=s.ImportResult,
         responses={
             **AUTH_ERRORS,
+            413: {"model": s.ErrorBody, "description": "File larger than 5 MB"},
             422: {"model": s.ImportResult, "description": "A row or the file is invalid"},
         },
-        openapi_extra=CSV_BODY, tags=[tag], summary=f"Import {ent.name} from CSV",
+        openapi_extra=CSV_BODY, tags=[tag], summary=f"Import {ent.name} from CSV or XLSX",
     )  # fmt: skip
     router.add_api_route(
         item_path, get, methods=["GET"], response_model=out, responses=RESPONSES, tags=[tag],
@@ -281,10 +292,13 @@ def _foreign_rows(who: Principal, ent: Entity, result: s.ImportResult) -> s.Impo
     return result.model_copy(update={"rows": rows, "ok": ok, "written": written})
 
 
-def _import(session: Session, who: Principal, ent: Entity, data: bytes, dry_run: bool) -> Any:
-    """Run a CSV import; commit only a valid, non-dry run; 422 with the rows otherwise."""
+def _import(
+    session: Session, who: Principal, ent: Entity, data: bytes, dry_run: bool, xlsx: bool = False
+) -> Any:
+    """Run a CSV or XLSX import; commit only a valid, non-dry run; 422 with the rows otherwise."""
+    reader = import_xlsx if xlsx else import_csv
     try:
-        result = _foreign_rows(who, ent, import_csv(session, ent, data, dry_run=dry_run))
+        result = _foreign_rows(who, ent, reader(session, ent, data, dry_run=dry_run))
     except RegistryError as exc:
         session.rollback()
         return _error(exc)
@@ -298,7 +312,7 @@ def _import(session: Session, who: Principal, ent: Entity, data: bytes, dry_run:
         session.commit()
     except IntegrityError as exc:
         session.rollback()
-        log.warning("CSV import refused by the database: %s", exc.orig)
+        log.warning("import refused by the database: %s", exc.orig)
         body = s.ErrorBody(error="conflict", detail="conflicts with data written meanwhile")
         return JSONResponse(status_code=409, content=body.model_dump())
     return result
