@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from protocol.scales import level_label
+from server.admin.router import make_router as admin_router
 from server.auth.router import make_router as auth_router
 from server.cases.router import make_router as cases_router
 from server.cases.runtime import start_cases, stop_cases
@@ -155,6 +156,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(provisioning_router(cfg.provisioning))
     app.include_router(scores_router())
     app.include_router(cases_router(cfg))
+    app.include_router(admin_router())
     app.include_router(live_router(lambda request: request.app.state.live))
     app.include_router(assets_router())
     app.mount("/static", PublicStatic(directory=HERE / "static"), name="static")

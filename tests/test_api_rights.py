@@ -139,6 +139,12 @@ def _calls(w: World) -> dict[tuple[str, str], list[Call]]:
             Call("POST", f"/api/scores/flags/{fid}/review", json={"verdict": "fraud", "note": "x"})
         ],
         ("GET", "/exports"): [Call("GET", "/exports")],
+        ("GET", "/admin/registry"): [
+            Call("GET", "/admin/registry"),
+            Call("GET", "/admin/registry", params={"entity": "windows"}),
+        ],
+        ("GET", "/admin/devices"): [Call("GET", "/admin/devices")],
+        ("GET", "/admin/users"): [Call("GET", "/admin/users")],
         ("GET", "/api/cases/summary"): [Call("GET", "/api/cases/summary")],
         ("GET", "/api/cases"): [
             Call("GET", "/api/cases"),
