@@ -39,7 +39,10 @@
   }
 
   function showCode(code) {
-    const svg = new TextEncoder().encode(code.qr_svg);
+    // As an image (no inline SVG): an SVG file needs its namespace, which svg_inline leaves out.
+    const text = code.qr_svg.includes("xmlns=") ? code.qr_svg
+      : code.qr_svg.replace("<svg ", '<svg xmlns="http://www.w3.org/2000/svg" ');
+    const svg = new TextEncoder().encode(text);
     let bin = "";
     svg.forEach((b) => { bin += String.fromCharCode(b); });
     document.getElementById("code-qr").src = `data:image/svg+xml;base64,${btoa(bin)}`;
