@@ -70,6 +70,7 @@ def test_headers_on_pages_api_and_docs(tmp_path: Path) -> None:
         assert "frame-ancestors 'none'" in PAGE_CSP and "'unsafe-inline'" not in PAGE_CSP
         assert c.get("/api/auth/me").headers["cache-control"] == "no-store"
         assert c.get("/cases").headers["cache-control"] == "no-store"
+        assert c.get("/admin/registry").headers["cache-control"] == "no-store"
         assert "no-store" not in c.get("/static/board.js").headers.get("cache-control", "")
         docs = c.get("/docs")
         assert docs.status_code == 200 and docs.headers["content-security-policy"] == DOCS_CSP
@@ -128,7 +129,8 @@ def test_pages_work_in_chromium_under_the_csp(
             page.fill("#note", "回访已完成")
             page.click("button[data-action=notes]")
             page.wait_for_selector("text=回访已完成", timeout=10_000)
-            for path in ("/", "/screen", "/window/h1/w01", "/exports"):
+            admin = ("/admin/registry", "/admin/registry?entity=devices", "/admin/devices")
+            for path in ("/", "/screen", "/window/h1/w01", *admin, "/admin/users", "/exports"):
                 page.goto(f"{srv.url}{path}")
                 page.wait_for_load_state("networkidle")
             page.click("#start")
