@@ -129,8 +129,25 @@ def _zip(members: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
+_LAUGHS = (
+    b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+    + b"".join(
+        f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">'.encode() for i in range(8)
+    )
+    + b']><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+    b'<sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>&i;</t></is></c></row>'
+    b"</sheetData></worksheet>"
+)
+
+
+def _members(data: bytes) -> dict[str, bytes]:
+    """Return the members of a zip archive by name."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
 def test_bad_files_are_refused(client: TestClient) -> None:
-    """Too large, zip bombs, other zips and garbage labelled XLSX get a clear 4xx error."""
+    """Too large, zip and XML bombs, other zips and garbage labelled XLSX get a clear 4xx."""
     c = client
     big = _import(c, "halls", b"PK\x03\x04" + b"\0" * (5 * 1024 * 1024), dry_run=True)
     assert _ok(big, 413)["error"] == "file_too_large"
@@ -144,6 +161,13 @@ def test_bad_files_are_refused(client: TestClient) -> None:
     assert "not an XLSX file" in _ok(_import(c, "halls", broken, dry_run=True), 422)["detail"]
     garbage = _ok(_import(c, "halls", "编码,名称\nh1,一号\n".encode(), dry_run=True), 422)
     assert "not an XLSX file" in garbage["detail"]
+    laughs = _zip(
+        {
+            name: _LAUGHS if name == "xl/worksheets/sheet1.xml" else data
+            for name, data in _members(xlsx([["code", "name"]])).items()
+        }
+    )
+    assert "not an XLSX file" in _ok(_import(c, "halls", laughs, dry_run=True), 422)["detail"]
     empty = _ok(_import(c, "halls", xlsx([]), dry_run=True), 422)
     assert empty["detail"] == "no header row"
     assert _codes(c, "halls") == []
