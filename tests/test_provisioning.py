@@ -287,3 +287,32 @@ def test_redeem_is_refused_over_plain_http(tmp_path: Path) -> None:
     with TestClient(create_app(settings)) as c:
         r = c.post("/api/provisioning/redeem", json={"code": "AAAA-BBBB-CCCC-DDDD"})
         assert r.status_code == 403 and "HTTPS" in r.json()["detail"]
+
+
+def test_an_expired_or_revoked_code_is_refused(tmp_path: Path) -> None:
+    """A code past its expiry, or of a revoked device, is refused (410) and spends nothing."""
+    from datetime import timedelta
+
+    from server.db.models import utcnow
+    from server.provisioning import service
+    from server.provisioning.service import ProvisioningError
+
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db.upgrade()
+    try:
+        with db.session() as s:
+            service.add_device(s, hall=HALL, device="k-0100", window=None)
+            code, expires = service.issue_code(s, "k-0100", hours=1)
+            s.commit()
+            with pytest.raises(ProvisioningError) as late:
+                service.redeem(s, code, now=expires + timedelta(seconds=1))
+            assert late.value.status == 410 and "expired" in str(late.value)
+            acc, _pw = service.redeem(s, code.lower().replace("-", " "), now=utcnow())
+            assert acc.username == "k-0100"  # typed in lower case with spaces: same code
+            other, _ = service.issue_code(s, "k-0100", hours=1)
+            service.revoke(s, "k-0100")
+            with pytest.raises(ProvisioningError) as revoked:
+                service.redeem(s, other)
+            assert revoked.value.status == 410
+    finally:
+        db.close()
