@@ -34,6 +34,8 @@ from server.log_redact import install as redact_logged_urls
 from server.provisioning.router import make_router as provisioning_router
 from server.registry.router import make_router as registry_router
 from server.scores.router import make_router as scores_router
+from server.scores.scheduler import RollupScheduler
+from server.scores.settings import get_settings as scores_settings
 from server.security_headers import SecurityHeaders
 from server.settings import ServerSettings, get_settings
 
@@ -130,9 +132,16 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             app.state.live = LiveService(cfg, app.state.db, app.state.influx)
             app.state.live.start(asyncio.get_running_loop())
         start_cases(app, cfg)
+        app.state.rollups = None
+        scores_cfg = scores_settings()
+        if scores_cfg.rollup_interval_s > 0:
+            app.state.rollups = RollupScheduler(app.state.db, app.state.influx, tz, scores_cfg)
+            app.state.rollups.start()
         try:
             yield
         finally:
+            if app.state.rollups is not None:
+                await run_in_threadpool(app.state.rollups.stop)
             if app.state.live is not None:
                 await run_in_threadpool(app.state.live.stop)
             await stop_cases(app)
