@@ -255,6 +255,7 @@ def broker_conf(
     except ValidationError as exc:
         raise click.ClickException(str(exc)) from exc
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise (the bridge password)
     with os.fdopen(fd, "w") as f:
         f.write(render(conf))
     click.echo(f"wrote {out}", err=True)

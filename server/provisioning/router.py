@@ -103,6 +103,13 @@ def _manage(who: Principal, hall: str) -> None:
     raise HTTPException(status_code=403, detail=f"role {who.role} may not provision in {hall}")
 
 
+def _manage_account(who: Principal, acc: BrokerAccount) -> None:
+    """403 unless `who` may act on `acc`: admins on all, hall managers on their devices only."""
+    if who.role != "admin" and acc.role != "device":
+        raise HTTPException(status_code=403, detail=f"role {who.role} may not manage {acc.role}s")
+    _manage(who, service.account_hall(acc) or "")
+
+
 def _error(exc: ProvisioningError) -> HTTPException:
     """The HTTP form of a provisioning error."""
     return HTTPException(status_code=exc.status, detail=str(exc))
@@ -122,7 +129,7 @@ def make_router(cfg: ProvisioningSettings) -> APIRouter:
         url = str(request.base_url).rstrip("/")
         payload = f"WR1;{url};{code};{fp or ''}"
         qr = segno.make(payload, error="m").svg_inline(scale=4)
-        hall = acc.hall or ""
+        hall = service.account_hall(acc) or ""
         return CodeOut(
             device=acc.username,
             hall=hall,
@@ -162,7 +169,7 @@ def make_router(cfg: ProvisioningSettings) -> APIRouter:
         """Issue another one-time code for a device (e.g. a replaced SD card)."""
         try:
             acc = service.find_account(session, device)
-            _manage(who, acc.hall or "")
+            _manage_account(who, acc)
             code, expires = service.issue_code(session, device, cfg.code_hours, who.username)
         except ProvisioningError as exc:
             session.rollback()
@@ -175,7 +182,7 @@ def make_router(cfg: ProvisioningSettings) -> APIRouter:
         """Refuse the device at the broker from its next reload (done at once when managed)."""
         try:
             acc = service.find_account(session, device)
-            _manage(who, acc.hall or "")
+            _manage_account(who, acc)
             service.revoke(session, device, who.username)
         except ProvisioningError as exc:
             session.rollback()
@@ -190,8 +197,13 @@ def make_router(cfg: ProvisioningSettings) -> APIRouter:
         rows = session.scalars(select(BrokerAccount).order_by(BrokerAccount.username))
         out = []
         for acc in rows:
-            if who.role in ("admin", "office") or (acc.role == "device" and acc.hall == who.hall):
-                out.append(AccountOut.model_validate(acc, from_attributes=True))
+            hall = service.account_hall(acc)
+            if who.role in ("admin", "office") or (acc.role == "device" and hall == who.hall):
+                out.append(
+                    AccountOut.model_validate(acc, from_attributes=True).model_copy(
+                        update={"hall": hall}
+                    )
+                )
         return out
 
     @router.get("/ca", response_model=CaOut)
@@ -231,7 +243,7 @@ def make_router(cfg: ProvisioningSettings) -> APIRouter:
                 raise _error(exc) from exc
             dev = acc.device
             out = RedeemOut(
-                hall=acc.hall or "",
+                hall=service.account_hall(acc) or "",
                 device=acc.username,
                 window=None if dev is None or dev.window is None else dev.window.code,
                 mqtt=MqttOut(

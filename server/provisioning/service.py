@@ -8,7 +8,7 @@ import secrets
 import signal
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from deploy import broker_auth
@@ -73,6 +73,13 @@ def _ensure_window(session: Session, hall: Hall, code: str) -> tuple[Window, boo
     session.add(win)
     session.flush()
     return win, True
+
+
+def account_hall(acc: BrokerAccount) -> str | None:
+    """The hall an account belongs to now: a device's current hall in the registry."""
+    if acc.device is not None:
+        return acc.device.hall.code
+    return acc.hall
 
 
 def find_account(session: Session, username: str) -> BrokerAccount:
@@ -239,6 +246,15 @@ def redeem(session: Session, code: str, now: datetime | None = None) -> tuple[Br
     acc = row.account
     if acc.revoked:
         raise ProvisioningError("this device is revoked", 410)
+    # Spend it only if still unused: of two redeems that both read it unused, one wins.
+    spent = session.execute(
+        update(ProvisioningCode)
+        .where(ProvisioningCode.id == row.id, ProvisioningCode.used.is_(None))
+        .values(used=now)
+        .execution_options(synchronize_session=False)
+    )
+    if spent.rowcount != 1:  # type: ignore[attr-defined]
+        raise ProvisioningError("this provisioning code was used already", 410)
     row.used = now
     password = broker_auth.new_password()
     acc.password_hash = broker_auth.mosquitto_hash(password)
