@@ -129,6 +129,7 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
+        os.fchmod(fd, 0o640)  # a leftover temporary file keeps its old mode otherwise
         os.write(fd, text.encode())
         os.fsync(fd)
         gid = _broker_gid()

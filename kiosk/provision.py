@@ -46,7 +46,9 @@ class Ticket:
         if len(parts) != 4:
             raise ProvisionError("enter the server address, the code and the fingerprint")
         _, url, code, fp = parts
-        if not url.startswith(("https://", "http://")):
+        if url.startswith("http://"):  # the code and the password would cross in clear
+            raise ProvisionError("the server address must use https://")
+        if not url.startswith("https://"):
             url = "https://" + url
         return cls(url.rstrip("/"), code, fp.lower())
 

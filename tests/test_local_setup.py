@@ -137,3 +137,15 @@ def test_an_outbox_from_before_identities_is_adopted(tmp_path: Path) -> None:
         assert again.outbox.last_seq() == 1
     finally:
         again.stop()
+
+
+def test_a_provisioning_ticket_needs_https() -> None:
+    """Plain http:// is refused before anything is sent; a bare host name means https://."""
+    from kiosk.provision import ProvisionError, Ticket
+
+    with pytest.raises(ProvisionError, match="https"):
+        Ticket.parse("http://hall-server:8443 AAAA-BBBB 0123456789abcdef")
+    t = Ticket.parse("hall-server:8443 AAAA-BBBB 0123456789ABCDEF")
+    assert (t.url, t.fingerprint) == ("https://hall-server:8443", "0123456789abcdef")
+    q = Ticket.parse("WR1;https://h:1/;C-1;ff00ff00ff00ff00")
+    assert (q.url, q.code) == ("https://h:1", "C-1")
