@@ -24,7 +24,7 @@ import paho.mqtt.client as mqtt
 import uuid6
 from paho.mqtt.enums import CallbackAPIVersion
 
-from deploy.services import Influxd, Mosquitto, die_with_parent, free_port
+from devstack.services import Influxd, Mosquitto, die_with_parent, free_port
 from protocol.messages import RatingEvent
 from protocol.topics import Topic, TopicKind
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import uuid6
 
-from deploy.services import Influxd, Mosquitto, die_with_parent, free_port, require_binary
+from devstack.services import Influxd, Mosquitto, die_with_parent, free_port, require_binary
 from protocol.messages import RatingEvent
 from protocol.topics import Topic, TopicKind
 

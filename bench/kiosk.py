@@ -1,6 +1,6 @@
 """Press-to-commit latency and memory of the real kiosk app: 1,000 touches under Xvfb.
 
-Starts Xvfb and a Mosquitto on a free port, runs `python -m kiosk.harness` with a bench
+Starts Xvfb and a Mosquitto on a free port, runs `python -m devstack.kiosk_driver` with a bench
 scenario (real touch events on the rating keys of the real KioskApp, one after another as
 fast as the screens come back), and reports for each press the time from touch-down to the
 outbox commit (SQLite, fsynced), and the kiosk process's RSS after the presses.
@@ -16,9 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from deploy.services import Mosquitto, die_with_parent
-from kiosk.harness import Xvfb
-from protocol.connection import MqttSettings, make_client
+from common.mqtt import MqttSettings, make_client
+from devstack.kiosk_driver import Xvfb
+from devstack.services import Mosquitto, die_with_parent
 from protocol.topics import Topic, TopicKind
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def run_bench(presses: int = 1000, keep: Path | None = None) -> dict[str, Any]:
                     [
                         sys.executable,
                         "-m",
-                        "kiosk.harness",
+                        "devstack.kiosk_driver",
                         str(path),
                         "--result",
                         str(result_path),

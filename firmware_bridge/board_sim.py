@@ -19,6 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devstack.simulator import LEVEL_WEIGHTS, SimulationSpec
 from firmware_bridge.bridge import BridgeService
 from firmware_bridge.codec import FrameDecoder, encode
 from firmware_bridge.messages import (
@@ -36,7 +37,6 @@ from firmware_bridge.messages import (
     Press,
 )
 from firmware_bridge.settings import BridgeSettings
-from kiosk.simulator import LEVEL_WEIGHTS, SimulationSpec
 
 log = logging.getLogger(__name__)
 

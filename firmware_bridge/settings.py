@@ -6,7 +6,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from protocol.connection import MqttSettings
+from common.mqtt import MqttSettings
 
 ID_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 

@@ -20,13 +20,13 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import start_http_server
 
+from common.mqtt import guarded, make_client
 from gateway.deadletters import DeadLetterStore
 from gateway.gaps import GapChecker
 from gateway.influx import InfluxOutput, InfluxRejected, InfluxUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from gateway.validate import Accepted, Rejected, decode
-from protocol.connection import guarded, make_client
 from protocol.topics import TopicKind, subscription
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from protocol.connection import MqttSettings
-from protocol.secret_files import with_secret_files
+from common.mqtt import MqttSettings
+from common.secret_files import with_secret_files
 from protocol.storage import InfluxSettings
 
 

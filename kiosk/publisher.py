@@ -10,10 +10,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from common.mqtt import MqttSettings, guarded, make_client
 from kiosk.clock import Clock, resolve_ts
 from kiosk.outbox import Outbox
 from kiosk.recorder import Identity, build_event
-from protocol.connection import MqttSettings, guarded, make_client
 from protocol.messages import Command, DeviceConfig, DeviceStatus
 from protocol.topics import Topic, TopicError, TopicKind
 

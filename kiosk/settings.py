@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from protocol.connection import MqttSettings
-from protocol.secret_files import with_secret_files
+from common.mqtt import MqttSettings
+from common.secret_files import with_secret_files
 
 
 class KioskSettings(BaseSettings):

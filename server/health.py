@@ -14,7 +14,7 @@ import httpx
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, Field
 
-from protocol.connection import MqttSettings, make_client
+from common.mqtt import MqttSettings, make_client
 from server.influx import InfluxClient, InfluxError
 from server.settings import ServerSettings
 

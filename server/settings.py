@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from protocol.connection import MqttSettings
-from protocol.secret_files import with_secret_files
+from common.mqtt import MqttSettings
+from common.secret_files import with_secret_files
 from protocol.storage import InfluxSettings
 from protocol.topics import is_valid_id
 from server.live.settings import LiveSettings

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.services import Influxd, Mosquitto
+from devstack.services import Influxd, Mosquitto
 from tests.support import reap_children
 
 

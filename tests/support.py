@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import uuid6
 from paho.mqtt.enums import CallbackAPIVersion
 
-from deploy.services import die_with_parent, free_port
+from devstack.services import die_with_parent, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 # Every child process a test starts, so that teardown can reap what a failure left behind.

@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute, _IncludedRouter
 from sqlalchemy import MetaData, select
 from starlette.routing import BaseRoute, Mount, Route
 
-from deploy.services import Influxd, Mosquitto
+from devstack.services import Influxd, Mosquitto
 from gateway.lineproto import rating_line
 from protocol.messages import RatingEvent
 from server.auth.service import create_user

@@ -7,10 +7,10 @@ import sys
 import time
 from pathlib import Path
 
-from deploy import broker_auth
-from deploy.broker_auth import Account
-from deploy.pki import PkiPaths, init_ca, issue_server_cert
-from deploy.services import die_with_parent, free_port, port_open
+from devstack.services import die_with_parent, free_port, port_open
+from server.broker import accounts as broker_auth
+from server.broker.accounts import Account
+from server.broker.pki import PkiPaths, init_ca, issue_server_cert
 from tests.support import CHILDREN, REPO, wait_until
 from tests.test_broker_security import Client
 

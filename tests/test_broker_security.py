@@ -1,7 +1,7 @@
 """Broker security on a real Mosquitto: passwords, per-device ACLs, TLS on its own port, revocation.
 
-The broker's password file and ACL are made by deploy/broker_auth.py and its certificate by
-deploy/pki.py, exactly as `windowrate` deploys them.
+The broker's password file and ACL are made by server/broker/accounts.py and its certificate by
+server/broker/pki.py, exactly as `windowrate` deploys them.
 """
 
 import contextlib
@@ -19,10 +19,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from deploy import broker_auth
-from deploy.broker_auth import Account
-from deploy.pki import PkiPaths, init_ca, issue_server_cert
-from deploy.services import Influxd, Mosquitto, TlsFiles, free_port
+from devstack.services import Influxd, Mosquitto, TlsFiles, free_port
+from server.broker import accounts as broker_auth
+from server.broker.accounts import Account
+from server.broker.pki import PkiPaths, init_ca, issue_server_cert
 from tests.support import GatewayProcess, rating_doc, wait_until
 
 HALL = "hz-civic"

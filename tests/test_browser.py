@@ -18,10 +18,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from deploy.services import Influxd, Mosquitto
+from common.mqtt import MqttSettings
+from devstack.services import Influxd, Mosquitto
 from kiosk.main import Kiosk
 from kiosk.settings import KioskSettings
-from protocol.connection import MqttSettings
 from protocol.topics import Topic, TopicKind
 from server.auth.service import create_user
 from tests.support import GatewayProcess, influx_query, rating_doc, raw_client, wait_until

@@ -20,7 +20,7 @@ import uuid6
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from deploy.services import Influxd
+from devstack.services import Influxd
 from gateway.lineproto import rating_line
 from protocol.messages import RatingEvent
 from protocol.storage import InfluxSettings

@@ -9,10 +9,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from deploy.services import Influxd, Mosquitto
+from common.mqtt import MqttSettings
+from devstack.services import Influxd, Mosquitto
 from kiosk.main import Kiosk
 from kiosk.settings import KioskSettings
-from protocol.connection import MqttSettings
 from protocol.messages import DeviceConfig
 from protocol.topics import Topic, TopicKind
 from server.auth.service import create_user

@@ -18,8 +18,8 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from deploy.services import Influxd, Mosquitto, free_port
-from protocol.connection import MqttSettings
+from common.mqtt import MqttSettings
+from devstack.services import Influxd, Mosquitto, free_port
 from protocol.storage import InfluxSettings
 from server.app import create_app
 from server.auth.service import create_user

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.services import Influxd, Mosquitto
+from devstack.services import Influxd, Mosquitto
 from gateway.gaps import InfluxQuery, scan
 from protocol.storage import InfluxSettings
 from tests.support import (

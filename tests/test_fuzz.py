@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from deploy.services import Influxd, Mosquitto
+from common.mqtt import MqttSettings
+from devstack.services import Influxd, Mosquitto
 from gateway.validate import (
     MAX_TOPIC_CHARS,
     Accepted,
@@ -35,7 +36,6 @@ from kiosk.main import Kiosk
 from kiosk.publisher import Publisher
 from kiosk.session import Screen
 from kiosk.settings import KioskSettings
-from protocol.connection import MqttSettings
 from protocol.messages import (
     Command,
     DeviceConfig,

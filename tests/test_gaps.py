@@ -15,12 +15,12 @@ import paho.mqtt.client as mqtt
 import pytest
 import uuid6
 
-from deploy.services import Influxd, Mosquitto
+from common.mqtt import MqttSettings
+from devstack.services import Influxd, Mosquitto
 from kiosk.clock import SystemClock
 from kiosk.outbox import Outbox
 from kiosk.publisher import Publisher
 from kiosk.recorder import Identity, Recorder
-from protocol.connection import MqttSettings
 from tests.support import (
     REPO,
     GatewayProcess,

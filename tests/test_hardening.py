@@ -24,11 +24,11 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
-from deploy.services import Influxd, Mosquitto, free_port
+from common.mqtt import MqttSettings
+from common.secret_files import SecretFileError
+from devstack.services import Influxd, Mosquitto, free_port
 from gateway.settings import GatewaySettings
 from kiosk.settings import KioskSettings
-from protocol.connection import MqttSettings
-from protocol.secret_files import SecretFileError
 from protocol.storage import InfluxSettings
 from server.app import create_app
 from server.auth.service import create_user

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from deploy.services import Influxd, Mosquitto
+from devstack.services import Influxd, Mosquitto
 from gateway.deadletters import DeadLetterStore
 from tests.support import (
     GatewayProcess,

@@ -1,6 +1,6 @@
 """The real Kivy kiosk app in a window under Xvfb, driven by real touches, on a real broker.
 
-Each test runs `python -m kiosk.harness` (the same Kiosk and KioskApp as `windowrate kiosk`)
+Each test runs `python -m devstack.kiosk_driver` (the same Kiosk and KioskApp as `windowrate kiosk`)
 as a child process with a fresh data directory; the run saves a screenshot of every screen in
 Chinese and English to docs/screenshots/{screen}-{lang}.png.
 """
@@ -20,8 +20,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from deploy.services import Mosquitto, die_with_parent, free_port
-from kiosk.harness import Xvfb
+from devstack.kiosk_driver import Xvfb
+from devstack.services import Mosquitto, die_with_parent, free_port
 from kiosk.main import identity_dir
 from tests.support import CHILDREN, REPO, raw_client, wait_until
 from tests.test_broker_security import Client
@@ -133,7 +133,7 @@ def run_kiosk(
             [
                 sys.executable,
                 "-m",
-                "kiosk.harness",
+                "devstack.kiosk_driver",
                 str(scenario_path),
                 "--result",
                 str(result_path),

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import uvicorn
 
-from deploy.services import Influxd, Mosquitto, free_port
-from protocol.connection import MqttSettings
+from common.mqtt import MqttSettings
+from devstack.services import Influxd, Mosquitto, free_port
 from protocol.scales import is_negative, level_index
 from protocol.storage import InfluxSettings
 from protocol.topics import Topic, TopicKind

@@ -4,12 +4,12 @@ import threading
 import time
 from pathlib import Path
 
-from deploy.services import Influxd, Mosquitto
+from common.mqtt import MqttSettings
+from devstack.services import Influxd, Mosquitto
 from kiosk.clock import SystemClock
 from kiosk.outbox import Outbox
 from kiosk.publisher import Publisher
 from kiosk.recorder import Identity, Recorder
-from protocol.connection import MqttSettings
 from tests.support import GatewayProcess, influx_query, rating_count, wait_until
 
 IDENT = Identity(hall="h1", device="k-0001", window="a01")

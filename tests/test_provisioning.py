@@ -20,16 +20,16 @@ import httpx
 import pytest
 import uvicorn
 
-from deploy.pki import PkiPaths, init_ca, issue_server_cert
-from deploy.services import Influxd, Mosquitto, TlsFiles, free_port
+from common.mqtt import MqttSettings
+from devstack.services import Influxd, Mosquitto, TlsFiles, free_port
 from kiosk import local_setup
 from kiosk.main import Kiosk
 from kiosk.provision import ProvisionError, Ticket, redeem
 from kiosk.settings import KioskSettings
-from protocol.connection import MqttSettings
 from protocol.storage import InfluxSettings
 from server.app import create_app
 from server.auth.service import create_user
+from server.broker.pki import PkiPaths, init_ca, issue_server_cert
 from server.db.engine import Database
 from server.provisioning.settings import ProvisioningSettings
 from server.settings import ServerSettings

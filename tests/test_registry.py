@@ -19,7 +19,7 @@ from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect, text
 
-from deploy.services import free_port
+from devstack.services import free_port
 from server.app import create_app
 from server.auth.service import create_user
 from server.db.engine import Database

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from sqlalchemy import func, select
 
-from deploy.services import Influxd
+from devstack.services import Influxd
 from gateway.lineproto import rating_line
 from protocol.messages import RatingEvent
 from protocol.storage import InfluxSettings

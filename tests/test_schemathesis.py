@@ -22,7 +22,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
-from deploy.services import Influxd, Mosquitto
+from devstack.services import Influxd, Mosquitto
 from gateway.lineproto import rating_line
 from protocol.messages import RatingEvent
 from server.auth.service import create_user

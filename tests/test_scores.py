@@ -26,7 +26,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from deploy.services import Influxd
+from devstack.services import Influxd
 from gateway.lineproto import event_line, rating_line, status_line
 from protocol.messages import DeviceStatus, RatingEvent, ServiceEvent
 from protocol.storage import InfluxSettings

@@ -18,7 +18,8 @@ import pytest
 import serial
 from pydantic import ValidationError
 
-from deploy.services import Influxd, Mosquitto, die_with_parent
+from common.mqtt import MqttSettings
+from devstack.services import Influxd, Mosquitto, die_with_parent
 from firmware_bridge.board_sim import BoardSimulator, LineNoise
 from firmware_bridge.bridge import STATE_FILE, Bridge, BridgeService
 from firmware_bridge.firmware import main as fw
@@ -27,7 +28,6 @@ from firmware_bridge.settings import BridgeSettings, load_settings
 from kiosk.clock import SystemClock
 from kiosk.outbox import Outbox
 from kiosk.recorder import Identity, Recorder
-from protocol.connection import MqttSettings
 from protocol.messages import Command
 from tests.support import (
     CHILDREN,

@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from deploy.services import Influxd, Mosquitto, free_port
-from protocol.connection import MqttSettings
+from common.mqtt import MqttSettings
+from devstack.services import Influxd, Mosquitto, free_port
 from protocol.storage import InfluxSettings
 from server.app import create_app
 from server.settings import ServerSettings, get_settings

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from deploy.services import free_port, port_open
+from devstack.services import free_port, port_open
 from server.influx import day_bounds
 from tests.support import CHILDREN, REPO, influx_query, wait_until
 from tests.test_broker_security import Client

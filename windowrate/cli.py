@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from protocol.connection import MqttSettings
+from common.mqtt import MqttSettings
 from server.scores.commands import bench_export, export_command, scores_group
 from windowrate import cli_security
 
@@ -169,7 +169,7 @@ def simulate(
     credentials: Path | None,
 ) -> None:
     """Run virtual kiosks, each with its own outbox and MQTT connection."""
-    from kiosk.simulator import SimulationSpec, run_simulation
+    from devstack.simulator import SimulationSpec, run_simulation
 
     stop = _stop_on_signals()
     spec = SimulationSpec(
@@ -306,7 +306,7 @@ def up(
     rate: float,
 ) -> None:
     """Start broker, InfluxDB, gateway, server and simulated kiosks; stop all on Ctrl-C."""
-    from deploy.stack import Ports, Stack
+    from devstack.stack import Ports, Stack
 
     stop = _stop_on_signals()
     ports = Ports(mqtt_port, influx_port, server_port, metrics_port, mqtt_tls_port)

@@ -165,7 +165,7 @@ def pki() -> None:
 @click.option("--name", default="broker", show_default=True, help="Certificate file name.")
 def pki_init(directory: Path, hosts: tuple[str, ...], name: str) -> None:
     """Make the CA (once) and issue a server certificate for `--host`s; print the fingerprint."""
-    from deploy.pki import PkiPaths, init_ca, issue_server_cert
+    from server.broker.pki import PkiPaths, init_ca, issue_server_cert
     from server.provisioning.service import ca_fingerprint
 
     paths = PkiPaths(directory)
@@ -226,8 +226,8 @@ def broker_conf(
 
     from pydantic import SecretStr, ValidationError
 
-    from deploy.bridge import BridgeSettings
-    from deploy.broker_conf import BrokerConf, render
+    from server.broker.conf import BrokerConf, render
+    from server.broker.uplink import BridgeSettings
 
     try:
         bridge = None

@@ -13,8 +13,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
+from common.mqtt import MqttSettings, guarded, make_client
 from protocol.clock import TsVerdict, check_ts
-from protocol.connection import MqttSettings, guarded, make_client
 from protocol.messages import Command, DeviceConfig, DeviceStatus, RatingEvent, ServiceEvent
 from protocol.topics import Topic, TopicError, TopicKind, subscription
 

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from deploy import broker_auth
-from deploy.broker_auth import Account, Role
 from protocol.topics import is_valid_id
 from server.auth.service import audit
+from server.broker import accounts as broker_auth
+from server.broker.accounts import Account, Role
 from server.db.models import Device, Hall, Window, utcnow
 from server.provisioning.models import BrokerAccount, ProvisioningCode
 from server.provisioning.settings import ProvisioningSettings

@@ -1,6 +1,6 @@
 """Scripted runs of the real kiosk app in the current DISPLAY: tests, screenshots, the bench.
 
-`python -m kiosk.harness SCENARIO.json [--result RESULT.json]` builds the same `Kiosk` and
+`python -m devstack.kiosk_driver SCENARIO.json [--result RESULT.json]` builds the same `Kiosk` and
 `KioskApp` as `windowrate kiosk` (settings from WR_KIOSK_*, window not fullscreen) and runs the
 scenario's steps from Kivy Clock callbacks, touching the screen with real touch events:
 
@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("kiosk.harness")
+log = logging.getLogger("devstack.kiosk_driver")
 
 DEFAULT_SIZE = (1024, 600)
 SOFT_GL = re.compile(r"^(libLLVM|swrast_dri|libgallium|kms_swrast_dri)")
@@ -68,7 +68,7 @@ class Xvfb:
 
     def start(self, timeout: float = 15.0) -> str:
         """Start Xvfb and return its DISPLAY, e.g. ":3"."""
-        from deploy.services import die_with_parent, require_binary
+        from devstack.services import die_with_parent, require_binary
 
         binary = require_binary("Xvfb", "xvfb")
         rfd, wfd = os.pipe()
@@ -473,7 +473,7 @@ class Harness:
     def _client(self) -> Any:
         """A paho client to the kiosk's broker (made on first use)."""
         if self._mqtt is None:
-            from protocol.connection import make_client
+            from common.mqtt import make_client
 
             s = self.kiosk.settings
             self._mqtt = make_client(s.mqtt, client_id=f"harness-{s.device}", paho_logging=False)
@@ -650,7 +650,7 @@ class Harness:
 def main(argv: list[str] | None = None) -> int:
     """Run a scenario file; exit status 0 when every expectation held."""
     parser = argparse.ArgumentParser(
-        prog="python -m kiosk.harness", description=__doc__.split("\n")[0]
+        prog="python -m devstack.kiosk_driver", description=__doc__.split("\n")[0]
     )
     parser.add_argument("scenario", type=Path)
     parser.add_argument("--result", type=Path, default=None, help="result file (JSON)")

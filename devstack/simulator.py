@@ -8,11 +8,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from common.mqtt import MqttSettings
 from kiosk.clock import SystemClock
 from kiosk.outbox import Outbox
 from kiosk.publisher import Publisher
 from kiosk.recorder import Identity, Recorder
-from protocol.connection import MqttSettings
 
 log = logging.getLogger(__name__)
 

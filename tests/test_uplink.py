@@ -1,6 +1,6 @@
 """Hall broker bridged to a central broker: the WAN is cut for 60 s while kiosks rate.
 
-Two real Mosquittos; the hall's bridge (deploy/bridge.py) reaches the centre through a TCP
+Two real Mosquittos; the hall's bridge (server/broker/uplink.py) reaches the centre through a TCP
 relay that the test cuts (every connection closed, new ones refused) and restores. Kiosks
 (`windowrate simulate`, the real kiosk core) publish to the hall broker; the central gateway
 writes to the central InfluxDB, which must end with every rating exactly once.
@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.bridge import BridgeSettings, bridge_conf
-from deploy.services import Influxd, Mosquitto, free_port
+from devstack.services import Influxd, Mosquitto, free_port
+from server.broker.uplink import BridgeSettings, bridge_conf
 from tests.support import GatewayProcess, simulate_proc, wait_until
 
 HALL = "hz-north"

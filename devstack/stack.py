@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from deploy.pki import PkiPaths, init_ca, issue_server_cert
-from deploy.services import Influxd, Mosquitto, TlsFiles, die_with_parent, env_with, port_open
+from devstack.services import Influxd, Mosquitto, TlsFiles, die_with_parent, env_with, port_open
+from server.broker.pki import PkiPaths, init_ca, issue_server_cert
 
 log = logging.getLogger(__name__)
 

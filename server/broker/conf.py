@@ -3,14 +3,14 @@
 Plain MQTT only on loopback (the gateway and server on the same machine), TLS for everyone
 else, anonymous access off, the registry's password file and ACL, persistence, and queues
 sized for days without a subscriber (DESIGN.md §Delivery 2). A hall broker adds the bridge
-to the centre (deploy/bridge.py).
+to the centre (server/broker/uplink.py).
 """
 
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deploy.bridge import BridgeSettings, bridge_conf
+from server.broker.uplink import BridgeSettings, bridge_conf
 
 
 class BrokerConf(BaseModel):

@@ -1,0 +1,1 @@
+"""Code shared by several parts: the settings base, secrets from files, the MQTT connection."""

@@ -1,1 +1,0 @@
-"""Deployment: local service processes (Mosquitto, influxd), the local stack and configs."""

@@ -1,0 +1,1 @@
+"""The development stack: local services, `windowrate up`, simulator and kiosk driver."""
