@@ -4,19 +4,18 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from common.mqtt import MqttSettings
+from common.settings import WRSettings
 
 ID_RE = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
-class BridgeSettings(BaseSettings):
+class BridgeSettings(WRSettings):
     """One button board on one serial port, feeding one device's outbox."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="WR_BRIDGE_", env_nested_delimiter="__", extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix="WR_BRIDGE_")
 
     port: str = Field(
         default="/dev/ttyACM0",

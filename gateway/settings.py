@@ -4,10 +4,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from common.mqtt import MqttSettings
-from common.secret_files import with_secret_files
+from common.settings import WRSettings
 from protocol.storage import InfluxSettings
 
 
@@ -34,12 +34,10 @@ class GapSettings(BaseModel):
     grace_s: float = Field(default=120.0, ge=0, title="A seq must be missing this long to count")
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(WRSettings):
     """Everything the gateway needs; secrets come from the environment only."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="WR_GATEWAY_", env_nested_delimiter="__", extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix="WR_GATEWAY_")
 
     mqtt: MqttSettings = Field(default_factory=MqttSettings, title="Broker")
     influx: InfluxSettings = Field(default_factory=InfluxSettings, title="InfluxDB")
@@ -53,19 +51,6 @@ class GatewaySettings(BaseSettings):
     metrics_port: int = Field(default=9108, ge=0, le=65535, title="Metrics port (0: off)")
     max_payload_bytes: int = Field(default=65_536, ge=1024, title="Larger payloads are rejected")
     dedupe_ids: int = Field(default=200_000, ge=0, title="Recent rating ids remembered")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Read each secret also from the file named by its `_FILE` variable."""
-        sources = (init_settings, env_settings, dotenv_settings, file_secret_settings)
-        return with_secret_files(settings_cls, sources)
 
 
 @lru_cache

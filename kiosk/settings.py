@@ -5,18 +5,16 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from common.mqtt import MqttSettings
-from common.secret_files import with_secret_files
+from common.settings import WRSettings
 
 
-class KioskSettings(BaseSettings):
+class KioskSettings(WRSettings):
     """One terminal at one window."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="WR_KIOSK_", env_nested_delimiter="__", extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix="WR_KIOSK_")
 
     hall: str = Field(default="demo", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", title="Hall id")
     device: str = Field(default="k-0001", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", title="Device id")
@@ -32,19 +30,6 @@ class KioskSettings(BaseSettings):
     setup_pin: SecretStr | None = Field(default=None, title="PIN of the setup screen (none: off)")
     voice: bool = Field(default=True, title="Spoken prompt and thank-you")
     trust_wall_clock: bool = Field(default=False, title="Treat the wall clock as synced")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Read each secret also from the file named by its `_FILE` variable."""
-        sources = (init_settings, env_settings, dotenv_settings, file_secret_settings)
-        return with_secret_files(settings_cls, sources)
 
 
 @lru_cache

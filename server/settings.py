@@ -6,22 +6,20 @@ from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from common.mqtt import MqttSettings
-from common.secret_files import with_secret_files
+from common.settings import WRSettings
 from protocol.storage import InfluxSettings
 from protocol.topics import is_valid_id
 from server.live.settings import LiveSettings
 from server.provisioning.settings import ProvisioningSettings
 
 
-class ServerSettings(BaseSettings):
+class ServerSettings(WRSettings):
     """Settings of the WindowRate server (FastAPI board, API and health)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="WR_SERVER_", env_nested_delimiter="__", extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix="WR_SERVER_")
 
     host: str = Field(default="127.0.0.1", title="Listen address")
     port: int = Field(default=8000, ge=1, le=65535, title="Listen port")
@@ -76,18 +74,7 @@ class ServerSettings(BaseSettings):
         default=6, ge=0, le=50, title="Webhook retries after a failed delivery (backoff doubles)"
     )
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Read each secret also from the file named by its `_FILE` variable."""
-        sources = (init_settings, env_settings, dotenv_settings, file_secret_settings)
-        return with_secret_files(settings_cls, sources, extra=("database_url",))
+    secret_extra = ("database_url",)
 
     @field_validator("case_webhook_urls", mode="before")
     @classmethod
