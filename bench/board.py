@@ -209,7 +209,7 @@ def run_bench(
                 {
                     "WR_GATEWAY_MQTT__PORT": str(broker.port),
                     "WR_GATEWAY_INFLUX__URL": influx.url,
-                    "WR_GATEWAY_METRICS_PORT": str(gw_metrics),
+                    "WR_GATEWAY_METRICS__PORT": str(gw_metrics),
                     "WR_GATEWAY_DATA_DIR": str(run / "gw"),
                     "WR_GATEWAY_CLIENT_ID": "bench-board-gw",
                     "WR_GATEWAY_GAPS__INTERVAL_S": "3600",

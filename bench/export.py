@@ -18,19 +18,16 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
-
 from devstack.services import Influxd
-from gateway.lineproto import rating_line
 from protocol.messages import RatingEvent
-from protocol.storage import InfluxSettings
 from server.db.engine import Database
 from server.db.models import Device, Hall, Unit, Window
-from server.influx import InfluxClient
 from server.scores.periods import Period, day_start
 from server.scores.policy import Policy
 from server.scores.rollup import refresh_month
 from server.scores.service import export_scores
+from storage.client import InfluxClient, InfluxSettings
+from storage.lineproto import rating_line
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +107,14 @@ def _rollups(path: Path, wins: list[tuple[str, str, str]], days: list[date], per
 def _raw(url: str, wins: list[tuple[str, str, str]], days: list[date], per_day: int) -> int:
     """Write raw ratings of `days` into influxd as the gateway does; return how many."""
     rng = random.Random(2)
-    httpx.post(f"{url}/query", params={"q": 'CREATE DATABASE "windowrate"'}).raise_for_status()
+    client = InfluxClient(InfluxSettings(url=url, timeout_s=120))
     lines: list[str] = []
     total = 0
     seqs: dict[str, int] = {}
 
     def flush() -> None:
         if lines:
-            resp = httpx.post(
-                f"{url}/write",
-                params={"db": "windowrate", "precision": "ns"},
-                content="\n".join(lines),
-                timeout=120,
-            )
-            resp.raise_for_status()
+            client.write(lines)
             lines.clear()
 
     for day in days:
@@ -146,6 +137,7 @@ def _raw(url: str, wins: list[tuple[str, str, str]], days: list[date], per_day: 
                 if len(lines) >= 20_000:
                     flush()
     flush()
+    client.close()
     return total
 
 

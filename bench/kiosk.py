@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from common.mqtt import MqttSettings, make_client
-from devstack.kiosk_driver import Xvfb
 from devstack.services import Mosquitto, die_with_parent
+from devstack.xvfb import Xvfb
 from protocol.topics import Topic, TopicKind
 
 log = logging.getLogger(__name__)

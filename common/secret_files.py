@@ -89,11 +89,3 @@ class SecretFileSource(EnvSettingsSource):
                 raise SecretFileError(f"both {name.upper()} and its {FILE_SUFFIX} twin are set")
             env[name] = read_secret_file(Path(file_name))
         return env
-
-
-def with_secret_files(
-    settings_cls: type[BaseSettings], sources: tuple[Any, ...], extra: tuple[str, ...] = ()
-) -> tuple[Any, ...]:
-    """Return `sources` (init, env, dotenv, secrets) with env replaced by SecretFileSource."""
-    init, _env, *rest = sources
-    return (init, SecretFileSource(settings_cls, extra), *rest)

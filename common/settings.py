@@ -1,10 +1,30 @@
 """The one settings base: environment with a prefix, nested `__`, unknown keys refused, `_FILE`."""
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from common.secret_files import with_secret_files
+from common.env_names import refuse_unknown
+from common.secret_files import SecretFileSource
+
+
+class StrictEnvSource(SecretFileSource):
+    """The environment, secrets also from `_FILE` twins, and unknown variables refused.
+
+    A variable with the root's prefix that names no setting raises UnknownSettingError
+    instead of being silently ignored.
+    """
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        """Return the environment after refusing the prefix's unknown names."""
+        env = super()._load_env_vars()
+        cfg = self.settings_cls.model_config
+        prefix = cfg.get("env_prefix", "") or ""
+        if prefix:
+            delim = cfg.get("env_nested_delimiter", "") or "__"
+            refuse_unknown(env, self.settings_cls, prefix, delim, self._extra)
+        return env
 
 
 class WRSettings(BaseSettings):
@@ -27,6 +47,6 @@ class WRSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Read each secret also from the file named by its `_FILE` variable."""
-        sources = (init_settings, env_settings, dotenv_settings, file_secret_settings)
-        return with_secret_files(settings_cls, sources, extra=cls.secret_extra)
+        """Read each secret also from its `_FILE` variable; refuse unknown variables."""
+        env: Any = StrictEnvSource(settings_cls, cls.secret_extra)
+        return (init_settings, env, dotenv_settings, file_secret_settings)

@@ -1,1 +1,1 @@
-"""The development stack: local services, `windowrate up`, simulator and kiosk driver."""
+"""Dev stack for tests and benchmarks: Mosquitto, influxd, PostgreSQL, up, simulator, driver."""

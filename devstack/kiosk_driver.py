@@ -36,162 +36,19 @@ import argparse
 import json
 import logging
 import os
-import re
-import select
 import shutil
-import sqlite3
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from devstack.kiosk_measure import StepFailed, Wait, memory_kb, read_outbox, touch_bench
 
 log = logging.getLogger("devstack.kiosk_driver")
 
 DEFAULT_SIZE = (1024, 600)
-SOFT_GL = re.compile(r"^(libLLVM|swrast_dri|libgallium|kms_swrast_dri)")
-
-
-class Xvfb:
-    """A virtual X server on a free display number (Xvfb picks it: -displayfd)."""
-
-    def __init__(self, screen: str = "1280x800x24", log_path: Path | None = None) -> None:
-        """Prepare the server (call start())."""
-        self.screen = screen
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.display = ""
-
-    def start(self, timeout: float = 15.0) -> str:
-        """Start Xvfb and return its DISPLAY, e.g. ":3"."""
-        from devstack.services import die_with_parent, require_binary
-
-        binary = require_binary("Xvfb", "xvfb")
-        rfd, wfd = os.pipe()
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            self.proc = subprocess.Popen(
-                [binary, "-displayfd", str(wfd), "-screen", "0", self.screen, "-nolisten", "tcp"],
-                pass_fds=(wfd,),
-                stdout=out,
-                stderr=out,
-                preexec_fn=die_with_parent,
-            )
-        finally:
-            os.close(wfd)
-            if out is not subprocess.DEVNULL:
-                out.close()  # type: ignore[union-attr]
-        data = b""
-        deadline = time.monotonic() + timeout
-        try:
-            while not data.endswith(b"\n"):
-                left = deadline - time.monotonic()
-                ready, _, _ = select.select([rfd], [], [], max(0.0, left))
-                if not ready:
-                    self.stop()
-                    raise RuntimeError(f"Xvfb did not report a display within {timeout} s")
-                chunk = os.read(rfd, 64)
-                if not chunk:
-                    self.stop()
-                    raise RuntimeError("Xvfb exited before reporting a display")
-                data += chunk
-        finally:
-            os.close(rfd)
-        self.display = f":{int(data.strip())}"
-        log.info("Xvfb on %s (pid %s)", self.display, self.proc.pid)
-        return self.display
-
-    def stop(self) -> None:
-        """Stop the server."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-
-def memory_kb() -> dict[str, int]:
-    """VmRSS, RssAnon, RssFile and RssShmem of this process, in kB."""
-    out: dict[str, int] = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
-                out[key] = int(value.split()[0])
-    return out
-
-
-def rss_by_mapping(top: int = 8) -> dict[str, float]:
-    """The largest resident mappings of this process (file name or [anon]/[heap]), in MB."""
-    totals: dict[str, int] = {}
-    name = "[anon]"
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            head = line.split(maxsplit=6)
-            if head and "-" in head[0] and not head[0].endswith(":"):
-                name = Path(head[5]).name if len(head) > 5 else "[anon]"
-            elif line.startswith("Rss:"):
-                totals[name] = totals.get(name, 0) + int(head[1])
-    biggest = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
-    return {k: round(v / 1024, 1) for k, v in biggest}
-
-
-def read_outbox(path: Path) -> tuple[int, list[dict[str, Any]]]:
-    """The last seq and every rating row still in an outbox (read-only), oldest first."""
-    if not path.exists():
-        return 0, []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        (last,) = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
-        rows = db.execute(
-            "SELECT seq, id, draft, held, acked_ms FROM rating ORDER BY seq"
-        ).fetchall()
-    finally:
-        db.close()
-    out = []
-    for seq, rid, draft, held, acked in rows:
-        d = json.loads(draft)
-        out.append(
-            {
-                "seq": seq,
-                "id": rid,
-                "level": d["level"],
-                "scale": d["scale"],
-                "input": d["input"],
-                "prompted": d["prompted"],
-                "staff": d["staff"],
-                "ticket": d["ticket"],
-                "item": d["item"],
-                "reasons": d["reasons"],
-                "held": bool(held),
-                "acked": acked is not None,
-            }
-        )
-    return int(last), out
-
-
-class StepFailed(Exception):
-    """A scenario expectation did not hold."""
-
-
-@dataclass
-class Wait:
-    """Poll `pred` each frame until true; fail with `what` after `timeout` seconds."""
-
-    pred: Callable[[], bool]
-    timeout: float
-    what: str | Callable[[], str]
-
-    def __post_init__(self) -> None:
-        """Fix the deadline."""
-        self.deadline = time.monotonic() + self.timeout
 
 
 class Harness:
@@ -215,8 +72,8 @@ class Harness:
         self._wait: Wait | None = None
         self._then: Callable[[], Wait | None] | None = None
         self._mqtt: Any = None
-        self._committed_at: float | None = None
-        self._last_accepted = False
+        self.committed_at: float | None = None
+        self.last_accepted = False
 
     # --- driving ---
 
@@ -227,7 +84,7 @@ class Harness:
             since: list[float] = []
 
             def ready() -> bool:
-                if not self.kiosk.connected:
+                if not self.kiosk.terminal.connected:
                     since.clear()
                     return False
                 if not since:
@@ -301,7 +158,7 @@ class Harness:
         result: Wait | None = handler(arg)
         return result
 
-    def _target(self, name: str) -> Any:
+    def target(self, name: str) -> Any:
         """The widget a scripted touch aims at: `{screen}/{name}` on the shown screen, or `name`."""
         targets = self.app.targets
         w = targets.get(f"{self.app.shown}/{name}") or targets.get(name)
@@ -320,19 +177,19 @@ class Harness:
 
     def step_touch(self, level: int) -> None:
         """Touch the key of `level`."""
-        self.touch_widget(self._target(f"rating.{int(level)}"))
+        self.touch_widget(self.target(f"rating.{int(level)}"))
 
     def step_tap(self, name: str) -> None:
         """Touch a named target."""
-        self.touch_widget(self._target(name))
+        self.touch_widget(self.target(name))
 
     def step_reason(self, code: str) -> None:
         """Touch a follow-up reason."""
-        self.touch_widget(self._target(f"reason.{code}"))
+        self.touch_widget(self.target(f"reason.{code}"))
 
     def step_confirm_reasons(self, _arg: Any) -> None:
         """Touch the submit key of the reasons screen."""
-        self.touch_widget(self._target("confirm_reasons"))
+        self.touch_widget(self.target("confirm_reasons"))
 
     def step_keys(self, text: str) -> None:
         """Type `text` (digits, "\\n" for Enter) as keyboard events."""
@@ -346,7 +203,7 @@ class Harness:
     def step_entry(self, text: str) -> None:
         """Type `text` by touching the keys of the on-screen keyboard (lower case, digits, ._:-)."""
         for ch in text:
-            self.touch_widget(self._target(f"entry.key.{ch}"))
+            self.touch_widget(self.target(f"entry.key.{ch}"))
 
     def step_scan(self, text: str) -> None:
         """Text typed by a reader that types like a keyboard (QR/barcode scanner)."""
@@ -368,7 +225,7 @@ class Harness:
         """Press and release a GPIO rating button (gpiozero mock pins)."""
         from gpiozero import Device
 
-        gpio = self.kiosk.gpio
+        gpio = self.kiosk.peripherals.gpio
         if gpio is None:
             raise StepFailed("no GPIO panel (WR_KIOSK_GPIO_FILE not set)")
         pins = gpio.pins
@@ -398,7 +255,7 @@ class Harness:
         """Exactly `n` ratings committed so far."""
 
         def check() -> bool:
-            seq = self.kiosk.outbox.last_seq()
+            seq = self.kiosk.terminal.outbox.last_seq()
             if seq > n:
                 raise StepFailed(f"{seq} ratings in the outbox, expected {n}")
             return bool(seq == n)
@@ -498,7 +355,7 @@ class Harness:
         )
         info.wait_for_publish(5)
         return Wait(
-            lambda: self.kiosk.session.config == config and not self.app.redraw_pending,
+            lambda: self.kiosk.terminal.session.config == config and not self.app.redraw_pending,
             10,
             "config applied",
         )
@@ -517,7 +374,7 @@ class Harness:
 
     def step_wait_drained(self, timeout: float) -> Wait:
         """Wait until every rating and event has its PUBACK."""
-        outbox = self.kiosk.outbox
+        outbox = self.kiosk.terminal.outbox
         return Wait(
             lambda: outbox.backlog() == 0 and not outbox.pending_events(1, set()),
             float(timeout),
@@ -526,71 +383,7 @@ class Harness:
 
     def step_bench(self, arg: dict[str, Any]) -> Wait:
         """Touch rating keys `presses` times; time each from touch-down to the outbox commit."""
-        presses = int(arg.get("presses", 1000))
-        levels = [int(v) for v in arg.get("levels", [5, 4, 3])]
-        session = self.kiosk.session
-        press = session.press
-
-        def timed(level: int, input_: Any) -> Any:
-            result = press(level, input_)
-            self._committed_at = time.perf_counter()
-            self._last_accepted = result.accepted
-            return result
-
-        setattr(session, "press", timed)  # noqa: B010 - instrument the instance, not the class
-        latencies: list[float] = []
-        refused: list[int] = []
-        t_start = time.monotonic()
-
-        def step() -> bool:
-            if len(latencies) + len(refused) >= presses:
-                return True
-            if (
-                self.app.shown != "rating"
-                or self.app.redraw_pending
-                or session.screen.value != "rating"
-            ):
-                return False
-            level = levels[(len(latencies) + len(refused)) % len(levels)]
-            w = self._target(f"rating.{level}")
-            self._committed_at = None
-            t0 = time.perf_counter()
-            self.touch_widget(w)
-            if self._committed_at is None or not self._last_accepted:
-                refused.append(level)
-            else:
-                latencies.append((self._committed_at - t0) * 1000)
-            return False
-
-        def finished() -> bool:
-            if not step():
-                return False
-            setattr(session, "press", press)  # noqa: B010
-            mem = memory_kb()
-            top = rss_by_mapping(top=12)
-            lat = sorted(latencies)
-            self.bench = {
-                "presses": len(latencies),
-                "refused": len(refused),
-                "p50_ms": round(statistics.median(lat), 3) if lat else None,
-                "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3) if lat else None,
-                "max_ms": round(lat[-1], 3) if lat else None,
-                "mean_ms": round(statistics.fmean(lat), 3) if lat else None,
-                "rss_mb": round(mem["VmRSS"] / 1024, 1),
-                "rss_anon_mb": round(mem.get("RssAnon", 0) / 1024, 1),
-                "rss_file_mb": round(mem.get("RssFile", 0) / 1024, 1),
-                "rss_top_mb": top,
-                # Pages of Mesa's software rasteriser (llvmpipe): Xvfb has no GPU; a Pi's
-                # v3d driver does not load LLVM.
-                "rss_software_gl_mb": round(sum(v for k, v in top.items() if SOFT_GL.match(k)), 1),
-                "seconds": round(time.monotonic() - t_start, 1),
-            }
-            log.info("bench: %s", self.bench)
-            if refused:
-                raise StepFailed(f"{len(refused)} touches were not committed")
-            return True
-
-        return Wait(finished, float(arg.get("timeout", 600)), f"{presses} presses")
+        return touch_bench(self, arg)
 
     # --- the end ---
 
@@ -621,7 +414,7 @@ class Harness:
         if self.done:
             return
         self.done = True
-        last_seq, rows = read_outbox(self.kiosk.outbox_path)
+        last_seq, rows = read_outbox(self.kiosk.terminal.outbox_path)
         result = {
             "ok": not self.errors,
             "errors": self.errors,
@@ -665,8 +458,9 @@ def main(argv: list[str] | None = None) -> int:
         scenario.get("result") or args.scenario.with_suffix(".result.json")
     )
 
-    from kiosk.local_setup import effective
-    from kiosk.main import Kiosk, prepare_kivy
+    from kiosk.core.local_setup import effective
+    from kiosk.device import Kiosk
+    from kiosk.main import prepare_kivy
     from kiosk.settings import KioskSettings
 
     settings = effective(KioskSettings()).model_copy(update={"fullscreen": False})

@@ -153,7 +153,7 @@ user root
 persistence true
 persistence_location {data}/
 autosave_interval {autosave}
-# DESIGN.md: the default max_queued_messages (1000) silently drops QoS 1 messages
+# docs/delivery.md: the default max_queued_messages (1000) silently drops QoS 1 messages
 # for a slow or absent subscriber. Size the queue for a day of traffic.
 max_queued_messages {max_queued}
 max_queued_bytes 0
@@ -200,7 +200,7 @@ class Mosquitto(ServiceProcess):
         """Prepare a broker in `run_dir` on `port` (free port when None).
 
         `auth_dir` holds `passwd` and `acl` (server/broker/accounts.py); `tls` adds a TLS
-        listener on `tls.port`; `extra_conf` is appended (e.g. a bridge section).
+        listener on `tls.port`; `extra_conf` is appended (e.g. the uplink section).
         """
         super().__init__(run_dir, host)
         self.port = port or free_port(host)
@@ -251,7 +251,7 @@ class Mosquitto(ServiceProcess):
             )
             + self.extra_conf
         )
-        conf.chmod(0o600)  # a bridge section holds the central password
+        conf.chmod(0o600)  # an uplink section holds the central password
         return [binary, "-c", str(conf)]
 
     def ready(self) -> bool:

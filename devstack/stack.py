@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Ports:
-    """The stack's ports (DESIGN.md defaults)."""
+    """The stack's ports (the defaults of docs/architecture.md)."""
 
     mqtt: int = 1883
     influx: int = 8086
@@ -76,8 +76,8 @@ class Stack:
             WR_GATEWAY_MQTT__USERNAME="gateway",
             WR_GATEWAY_MQTT__PASSWORD=self.logins.get("gateway", ""),
             WR_GATEWAY_INFLUX__URL=f"http://{h}:{p.influx}",
-            WR_GATEWAY_METRICS_HOST=h,
-            WR_GATEWAY_METRICS_PORT=str(p.metrics),
+            WR_GATEWAY_METRICS__HOST=h,
+            WR_GATEWAY_METRICS__PORT=str(p.metrics),
             WR_GATEWAY_DATA_DIR=str(self.run_dir / "gateway"),
             WR_SERVER_HOST=h,
             WR_SERVER_PORT=str(p.server),
@@ -157,7 +157,7 @@ class Stack:
         """CA and broker certificate, service logins, one login per kiosk, the broker's files."""
         from server.db.engine import Database
         from server.provisioning import service
-        from server.provisioning.settings import ProvisioningSettings
+        from server.settings.provisioning import ProvisioningSettings
 
         if init_ca(self.pki):
             log.info("made the demo CA in %s", self.pki.root)

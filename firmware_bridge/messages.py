@@ -29,6 +29,7 @@ class AckStatus(IntEnum):
     DUPLICATE = 1  # committed before (a retransmission)
     REJECTED = 2  # invalid for the window's scale: not recorded
     PAUSED = 3  # the window is paused: not recorded
+    NO_PROMPT = 4  # per-service window and no rating asked for now: not recorded
 
 
 class LedMode(IntEnum):

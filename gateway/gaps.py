@@ -5,13 +5,11 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
 
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GapSettings
-from protocol.storage import InfluxSettings, open_http
+from storage import queries
+from storage.client import InfluxClient, InfluxError, InfluxSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,45 +32,21 @@ class DeviceSeqs:
     duplicated: list[int] = field(default_factory=list)
 
 
-class InfluxQuery:
-    """A minimal InfluxQL client for the v1 `/query` endpoint."""
-
-    def __init__(self, settings: InfluxSettings) -> None:
-        """Prepare the HTTP client."""
-        self.settings = settings
-        self._http = open_http(settings, timeout_s=settings.timeout_s * 3)
-
-    def series(self, q: str) -> list[dict[str, Any]]:
-        """Run one query and return its series (empty if the database does not exist yet)."""
-        resp = self._http.get("/query", params={"db": self.settings.database, "q": q})
-        resp.raise_for_status()
-        result = resp.json()["results"][0]
-        if "error" in result:
-            if "database not found" in result["error"]:
-                return []
-            raise RuntimeError(result["error"])
-        return list(result.get("series", []))
-
-    def close(self) -> None:
-        """Close the HTTP client."""
-        self._http.close()
+def open_client(settings: InfluxSettings) -> InfluxClient:
+    """Return an InfluxDB client with the longer timeout the scan's queries need."""
+    return InfluxClient(settings, timeout_s=settings.timeout_s * 3)
 
 
-def _sent_through(query: InfluxQuery) -> dict[tuple[str, str], int]:
+def _sent_through(client: InfluxClient) -> dict[tuple[str, str], int]:
     """Per device, the last seq it reports as handed to the broker (status with no backlog)."""
-    out: dict[tuple[str, str], int] = {}
-    for s in query.series(
-        'SELECT last("last_seq") AS last_seq, last("backlog") AS backlog FROM "device_status"'
-        ' GROUP BY "hall", "device"'
-    ):
-        tags = s.get("tags", {})
-        _t, last_seq, backlog = s["values"][0]
-        if last_seq is not None and backlog == 0:
-            out[(tags.get("hall", ""), tags.get("device", ""))] = int(last_seq)
-    return out
+    return {
+        key: last_seq
+        for key, (last_seq, backlog) in queries.device_last_status(client).items()
+        if last_seq is not None and backlog == 0
+    }
 
 
-def scan(query: InfluxQuery) -> list[DeviceSeqs]:
+def scan(client: InfluxClient) -> list[DeviceSeqs]:
     """Return every device whose stored seqs are not exactly 1 … expected once each, with details.
 
     Expected is the highest stored seq, or the device's own last seq when its latest status
@@ -81,19 +55,8 @@ def scan(query: InfluxQuery) -> list[DeviceSeqs]:
     repeat never cancel out. Listed seqs are capped at MAX_LISTED per device.
     """
     bad: list[DeviceSeqs] = []
-    sent = _sent_through(query)
-    stored: dict[tuple[str, str], tuple[int, int, int]] = {}
-    for s in query.series(
-        'SELECT count("seq"), count(distinct("seq")), max("seq") FROM "rating"'
-        ' GROUP BY "hall", "device"'
-    ):
-        tags = s.get("tags", {})
-        _t, count, distinct, max_seq = s["values"][0]
-        stored[(tags.get("hall", ""), tags.get("device", ""))] = (
-            int(count),
-            int(distinct),
-            int(max_seq),
-        )
+    sent = _sent_through(client)
+    stored = queries.device_seq_stats(client)
     for key in sorted(set(stored) | set(sent)):
         hall, device = key
         count, distinct, max_seq = stored.get(key, (0, 0, 0))
@@ -103,12 +66,8 @@ def scan(query: InfluxQuery) -> list[DeviceSeqs]:
         seen: set[int] = set()
         dup: set[int] = set()
         if count:
-            for part in query.series(
-                f'SELECT "seq" FROM "rating" WHERE "hall" = \'{hall}\' AND "device" = \'{device}\''
-            ):
-                for v in part["values"]:
-                    q = int(v[1])
-                    (dup if q in seen else seen).add(q)
+            for q in queries.device_seqs(client, hall, device):
+                (dup if q in seen else seen).add(q)
         missing: list[int] = []
         q = 1
         while q <= expected and len(missing) < MAX_LISTED:  # bounded even for a huge max
@@ -136,7 +95,7 @@ class GapChecker:
         """Prepare the checker; start() runs it in a thread."""
         self.settings = settings
         self.metrics = metrics
-        self._query = InfluxQuery(influx)
+        self._query = open_client(influx)
         self._first_seen: dict[tuple[str, str, int], float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -160,7 +119,7 @@ class GapChecker:
         while not self._stop.wait(self.settings.interval_s):
             try:
                 self.check_once()
-            except (httpx.HTTPError, RuntimeError, KeyError) as exc:
+            except (InfluxError, KeyError) as exc:
                 log.warning("gap check skipped: %s", exc)
             except Exception:  # the checker must outlive any surprise in the data
                 log.exception("gap check failed")

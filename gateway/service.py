@@ -9,7 +9,6 @@ import queue
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,11 +22,14 @@ from prometheus_client import start_http_server
 from common.mqtt import guarded, make_client
 from gateway.deadletters import DeadLetterStore
 from gateway.gaps import GapChecker
-from gateway.influx import InfluxOutput, InfluxRejected, InfluxUnavailable
 from gateway.metrics import GatewayMetrics
+from gateway.points import Accepted, point_of
+from gateway.recent import Fingerprint, RecentIds, Slot, fingerprint, slot_of
 from gateway.settings import GatewaySettings
-from gateway.validate import Accepted, Rejected, decode
+from protocol.decode import Rejection
+from protocol.messages import RatingEvent
 from protocol.topics import TopicKind, subscription
+from storage.client import InfluxClient, InfluxRejectedError, InfluxUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,6 @@ class Inbound:
     received_ns: int
 
 
-Fingerprint = tuple[str, int, int, int]  # device, seq, level, ts
-
-
 class Gateway:
     """One gateway process; several may share the subscription."""
 
@@ -56,14 +55,14 @@ class Gateway:
         """Prepare the gateway; start() connects."""
         self.settings = settings
         self.metrics = GatewayMetrics()
-        self.output = InfluxOutput(settings.influx)
+        self.output = InfluxClient(settings.influx)
         self.dead = DeadLetterStore(settings.data_dir / "dead_letters.sqlite")
         self.gaps = GapChecker(settings.influx, settings.gaps, self.metrics)
         # Bounded: the broker sends at most receive_maximum unacknowledged QoS 1 messages.
         self._queue: queue.Queue[Inbound] = queue.Queue(settings.batch.receive_maximum + 1000)
         self._gen = 0
         self._gen_lock = threading.Lock()
-        self._recent: OrderedDict[str, Fingerprint] = OrderedDict()
+        self.recent = RecentIds(settings.data_dir / "recent_ids.sqlite", settings.dedupe_ids)
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
         self._http: Any = None
@@ -80,10 +79,10 @@ class Gateway:
 
     def start(self) -> None:
         """Serve metrics, connect with a persistent session and start the writer."""
-        if self.settings.metrics_port:
+        if self.settings.metrics.port:
             self._http, _ = start_http_server(
-                self.settings.metrics_port,
-                addr=self.settings.metrics_host,
+                self.settings.metrics.port,
+                addr=self.settings.metrics.host,
                 registry=self.metrics.registry,
             )
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -121,6 +120,7 @@ class Gateway:
             self._http.shutdown()
         self.output.close()
         self.dead.close()
+        self.recent.close()
         log.info("gateway stopped")
 
     # --- paho callbacks (network thread) ---
@@ -239,12 +239,14 @@ class Gateway:
         points: list[tuple[str, Inbound]] = []
         letters: list[tuple[int, str, str, str, bytes]] = []
         reasons: list[str] = []
-        fresh: dict[str, Fingerprint] = {}
+        fresh: list[RatingEvent] = []
+        fps: dict[str, Fingerprint] = {}
+        slots: dict[Slot, str] = {}
         kinds: dict[TopicKind, int] = {}
         dups = 0
         now_ms = time.time_ns() // 1_000_000
         for m in batch:
-            res = decode(
+            res = point_of(
                 m.topic,
                 m.payload,
                 prefix=self.settings.mqtt.prefix,
@@ -252,7 +254,7 @@ class Gateway:
                 now_ms=now_ms,
                 received_ns=m.received_ns,
             )
-            if isinstance(res, Rejected):
+            if isinstance(res, Rejection):
                 letters.append(
                     (m.received_ns // 1_000_000, m.topic, res.reason, res.detail, m.payload)
                 )
@@ -261,8 +263,8 @@ class Gateway:
             assert isinstance(res, Accepted)
             if res.rating is not None:
                 r = res.rating
-                key, fp = str(r.id), (r.device, r.seq, r.level, r.ts)
-                prev = fresh.get(key) or self._recent.get(key)
+                key, fp = str(r.id), fingerprint(r)
+                prev = fps.get(key) or self.recent.get(key)
                 if prev is not None:
                     if prev == fp:
                         dups += 1
@@ -278,7 +280,24 @@ class Gateway:
                     )
                     reasons.append("id_conflict")
                     continue
-                fresh[key] = fp
+                slot = slot_of(r)
+                other = slots.get(slot) or self.recent.holder(slot)
+                if other is not None and other != key:  # one point time: it would overwrite
+                    letters.append(
+                        (
+                            m.received_ns // 1_000_000,
+                            m.topic,
+                            "time_conflict",
+                            f"rating {other} is stored in the same series at the same point"
+                            " time (ts ms, seq mod 10**6): this one would overwrite it",
+                            m.payload,
+                        )
+                    )
+                    reasons.append("time_conflict")
+                    continue
+                fresh.append(r)
+                fps[key] = fp
+                slots[slot] = key
             kinds[res.kind] = kinds.get(res.kind, 0) + 1
             points.append((res.line, m))
         self._store_letters(letters)
@@ -294,17 +313,9 @@ class Gateway:
         for kind, n in kinds.items():
             self.metrics.points_written.labels(kind=kind.value).inc(n)
         self.metrics.duplicates.inc(dups)
-        self._remember(fresh)
+        if fresh:
+            self._retry_forever("id cache commit", lambda: self.recent.remember(fresh))
         self._ack(batch)  # last: nothing after it may fail and get the batch handled again
-
-    def _remember(self, fresh: dict[str, Fingerprint]) -> None:
-        """Keep recently stored ids to skip redeliveries without rewriting them."""
-        cap = self.settings.dedupe_ids
-        if cap == 0:
-            return
-        self._recent.update(fresh)
-        while len(self._recent) > cap:
-            self._recent.popitem(last=False)
 
     def _retry_forever(self, what: str, action: Any) -> Any:
         """Run `action` until it succeeds, backing off; raise _Stopping if stopped meanwhile."""
@@ -312,7 +323,7 @@ class Gateway:
         while True:
             try:
                 return action()
-            except InfluxUnavailable as exc:
+            except InfluxUnavailableError as exc:
                 self.metrics.influx_up.set(0)
                 self.metrics.write_failures.inc()
                 log.warning(
@@ -342,7 +353,7 @@ class Gateway:
                 )
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
                 self.metrics.influx_up.set(1)
-            except InfluxRejected as exc:
+            except InfluxRejectedError as exc:
                 if len(part) == 1:
                     _line, m = part[0]
                     log.error("InfluxDB refused a point from %s: %s", m.topic, exc)

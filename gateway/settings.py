@@ -8,7 +8,8 @@ from pydantic_settings import SettingsConfigDict
 
 from common.mqtt import MqttSettings
 from common.settings import WRSettings
-from protocol.storage import InfluxSettings
+from protocol.decode import MAX_PAYLOAD_BYTES
+from storage.client import InfluxSettings
 
 
 class BatchSettings(BaseModel):
@@ -34,6 +35,15 @@ class GapSettings(BaseModel):
     grace_s: float = Field(default=120.0, ge=0, title="A seq must be missing this long to count")
 
 
+class MetricsSettings(BaseModel):
+    """The Prometheus metrics endpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", title="Metrics listen address")
+    port: int = Field(default=9108, ge=0, le=65535, title="Metrics port (0: off)")
+
+
 class GatewaySettings(WRSettings):
     """Everything the gateway needs; secrets come from the environment only."""
 
@@ -47,9 +57,10 @@ class GatewaySettings(WRSettings):
     share_group: str = Field(default="gateway", title="Shared subscription group")
     session_expiry_s: int = Field(default=7 * 86400, ge=86400, title="MQTT session expiry")
     data_dir: Path = Field(default=Path("var/gateway"), title="Dead letters live here")
-    metrics_host: str = Field(default="127.0.0.1", title="Metrics listen address")
-    metrics_port: int = Field(default=9108, ge=0, le=65535, title="Metrics port (0: off)")
-    max_payload_bytes: int = Field(default=65_536, ge=1024, title="Larger payloads are rejected")
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings, title="Metrics endpoint")
+    max_payload_bytes: int = Field(
+        default=MAX_PAYLOAD_BYTES, ge=1024, title="Larger payloads are rejected"
+    )
     dedupe_ids: int = Field(default=200_000, ge=0, title="Recent rating ids remembered")
 
 

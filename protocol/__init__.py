@@ -7,7 +7,7 @@ from protocol.messages import (
     RatingEvent,
     ServiceEvent,
 )
-from protocol.scales import Scale, is_negative, level_index, level_label
+from protocol.scales import Scale, level_index, level_label, offers_reasons
 from protocol.topics import Topic, TopicError, TopicKind
 
 __all__ = [
@@ -20,7 +20,7 @@ __all__ = [
     "Topic",
     "TopicError",
     "TopicKind",
-    "is_negative",
     "level_index",
     "level_label",
+    "offers_reasons",
 ]

@@ -1,11 +1,11 @@
-"""Rating scales (3, 4 or 5 keys), their zh/en labels, index and negative levels."""
+"""Rating scales (3, 4 or 5 keys), their zh/en labels, index, and when a device asks reasons."""
 
 from typing import Literal
 
 Scale = Literal[3, 4, 5]
 SCALES: tuple[int, ...] = (3, 4, 5)
 
-# Labels per scale, index 0 = level 1 (worst). From DESIGN.md "Wire contract v1".
+# Labels per scale, index 0 = level 1 (worst), as in the wire contract v1.
 _LABELS_ZH: dict[int, tuple[str, ...]] = {
     5: ("非常不满意", "不满意", "基本满意", "满意", "非常满意"),
     4: ("不满意", "基本满意", "满意", "非常满意"),
@@ -39,14 +39,11 @@ def level_index(scale: int, level: int) -> float:
     return (level - 1) / (scale - 1) * 100.0
 
 
-def is_negative(scale: int, level: int) -> bool:
-    """Return True for a negative rating: the two lowest of five levels, else the lowest."""
+def offers_reasons(scale: int, level: int) -> bool:
+    """Device rule: offer follow-up reasons after the two lowest of five levels, else the lowest.
+
+    Only the kiosk uses this. Which ratings count as negative or satisfied (board, cases,
+    scores) is the server's scoring policy, `server.scores.policy`.
+    """
     check_level(scale, level)
     return level <= 2 if scale == 5 else level == 1
-
-
-def is_satisfied(scale: int, level: int) -> bool:
-    """Return True when the rating is 基本满意 (fairly satisfied) or better."""
-    check_level(scale, level)
-    # 基本满意 is level 3 of five, level 2 of four and level 2 of three.
-    return level >= (3 if scale == 5 else 2)

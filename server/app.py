@@ -20,10 +20,10 @@ from server.admin.router import make_router as admin_router
 from server.auth.router import make_router as auth_router
 from server.cases.router import make_router as cases_router
 from server.cases.runtime import start_cases, stop_cases
+from server.counts import WindowCount, day_bounds, today_counts
 from server.db.engine import Database
 from server.health import HealthReport, check_all
 from server.i18n import Lang, normalize_lang, t
-from server.influx import InfluxClient, InfluxError, WindowCount, day_bounds, today_counts
 from server.live.assets import PublicStatic
 from server.live.assets import make_router as assets_router
 from server.live.router import make_router as live_router
@@ -38,6 +38,7 @@ from server.scores.scheduler import RollupScheduler
 from server.scores.settings import get_settings as scores_settings
 from server.security_headers import SecurityHeaders
 from server.settings import ServerSettings, get_settings
+from storage.client import InfluxClient, InfluxError
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import paho.mqtt.client as mqtt
 from pydantic import BaseModel, Field
 
 from common.mqtt import MqttSettings, make_client
-from server.influx import InfluxClient, InfluxError
 from server.settings import ServerSettings
+from storage.client import InfluxClient, InfluxError
 
 log = logging.getLogger(__name__)
 

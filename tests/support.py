@@ -128,7 +128,7 @@ class GatewayProcess:
                 "WR_GATEWAY_MQTT__PORT": str(mqtt_port),
                 "WR_GATEWAY_INFLUX__URL": influx_url,
                 "WR_GATEWAY_DATA_DIR": str(run_dir),
-                "WR_GATEWAY_METRICS_PORT": str(self.metrics_port),
+                "WR_GATEWAY_METRICS__PORT": str(self.metrics_port),
                 "WR_GATEWAY_CLIENT_ID": client_id,
                 "WR_GATEWAY_BATCH__MAX_DELAY_MS": "100",
                 "WR_GATEWAY_BATCH__RETRY_MAX_S": "2",

@@ -5,7 +5,7 @@ row error, the fixed file is imported), adds, edits and deletes a record; anothe
 manager sees none of this hall and gets the API's refusal on the page; the device page
 pauses the kiosk and registers a device with its one-time code and QR; the user page
 creates and deactivates a user. Any script error or CSP violation fails the test. The run
-saves docs/screenshots/web-admin-{registry,devices,users}-{zh,en}.png.
+saves web-admin-{registry,devices,users}-{zh,en}.png (`./wr screenshots`: docs/screenshots/).
 """
 
 import re
@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from openpyxl import Workbook
 
-from kiosk.main import Kiosk
+from kiosk.core.terminal import Terminal
 from tests.support import wait_until
-from tests.test_browser import CHROMIUM_ARGS, PASSWORD, SHOTS
+from tests.test_browser import CHROMIUM_ARGS, PASSWORD
 from tests.test_devices import HALL, kiosk, server
 from tests.test_live import ServerThread
 
@@ -37,10 +37,9 @@ def _xlsx(path: Path, rows: list[list[Any]]) -> str:
     return str(path)
 
 
-def _shoot(page: Any, name: str, lang: str) -> None:
-    """Save the whole page as docs/screenshots/web-admin-{name}-{lang}.png."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"web-admin-{name}-{lang}.png"), full_page=True)
+def _shoot(page: Any, shots: Path, name: str, lang: str) -> None:
+    """Save the whole page as web-admin-{name}-{lang}.png in `shots`."""
+    page.screenshot(path=str(shots / f"web-admin-{name}-{lang}.png"), full_page=True)
 
 
 def _watch(page: Any, errors: list[str]) -> Any:
@@ -115,7 +114,9 @@ def _registry(page: Any, url: str, tmp_path: Path) -> None:
     expect(added).to_have_count(0)
 
 
-def test_admin_pages_in_chromium(server: ServerThread, kiosk: Kiosk, tmp_path: Path) -> None:
+def test_admin_pages_in_chromium(
+    server: ServerThread, kiosk: Terminal, tmp_path: Path, screenshot_dir: Path
+) -> None:
     """Registry import and editing, devices with commands and provisioning, users; hall scope."""
     expect = pw.expect
     url = server.url
@@ -128,11 +129,11 @@ def test_admin_pages_in_chromium(server: ServerThread, kiosk: Kiosk, tmp_path: P
         _registry(page, url, tmp_path)
         page.reload()
         page.wait_for_selector(f'#records tr[data-key="{HALL}/a21"]')
-        _shoot(page, "registry", "zh")
+        _shoot(page, screenshot_dir, "registry", "zh")
         page.goto(f"{url}/admin/registry?entity=windows&lang=en")
         page.wait_for_selector(f'#records tr[data-key="{HALL}/a21"]')
         expect(page.locator("nav.tabs a.active")).to_have_text("Windows")
-        _shoot(page, "registry", "en")
+        _shoot(page, screenshot_dir, "registry", "en")
 
         # Devices: the kiosk shows online; pause it from the page; register a device.
         page.goto(f"{url}/admin/devices")
@@ -154,7 +155,7 @@ def test_admin_pages_in_chromium(server: ServerThread, kiosk: Kiosk, tmp_path: P
         assert qr.get_attribute("src").startswith("data:image/svg+xml;base64,")
         wait_until(lambda: qr.evaluate("img => img.complete && img.naturalWidth > 0"), 5, what="QR")
         expect(page.locator('#accounts tr[data-account="k-0009"]')).to_have_count(1)
-        _shoot(page, "devices", "zh")
+        _shoot(page, screenshot_dir, "devices", "zh")
         page.locator('#accounts tr[data-account="k-0009"] button.revoke').click()
         expect(page.locator('#accounts tr[data-account="k-0009"] button.revoke')).to_have_count(0)
         dev.locator("button.cmd-resume").click()
@@ -165,7 +166,7 @@ def test_admin_pages_in_chromium(server: ServerThread, kiosk: Kiosk, tmp_path: P
         form.locator("button[type=submit]").click()
         expect(page.locator("#code-box")).to_be_visible()
         expect(dev.locator("[data-state=online]")).to_have_count(1, timeout=10_000)
-        _shoot(page, "devices", "en")
+        _shoot(page, screenshot_dir, "devices", "en")
 
         # Users: create a user, deactivate them.
         page.goto(f"{url}/admin/users")
@@ -178,10 +179,10 @@ def test_admin_pages_in_chromium(server: ServerThread, kiosk: Kiosk, tmp_path: P
         expect(user).to_contain_text("只读用户")
         user.locator("button.deactivate").click()
         expect(user.locator("td.active")).to_have_text("否")
-        _shoot(page, "users", "zh")
+        _shoot(page, screenshot_dir, "users", "zh")
         page.goto(f"{url}/admin/users?lang=en")
         expect(page.locator('#users tr[data-user="clerk-7"] td.active')).to_have_text("no")
-        _shoot(page, "users", "en")
+        _shoot(page, screenshot_dir, "users", "en")
 
         # The other hall's manager sees none of this hall and gets the API's refusal.
         other = _watch(browser.new_context().new_page(), errors)

@@ -26,12 +26,13 @@ from sqlalchemy import MetaData, select
 from starlette.routing import BaseRoute, Mount, Route
 
 from devstack.services import Influxd, Mosquitto
-from gateway.lineproto import rating_line
 from protocol.messages import RatingEvent
 from server.auth.service import create_user
 from server.cases.service import NegativeRating, open_cases
 from server.scores import settings as scores_settings
 from server.scores.models import RatingFlag
+from server.settings.cases import CaseSettings
+from storage.lineproto import rating_line
 from tests.support import rating_doc, raw_client, wait_until
 from tests.test_live import ServerThread, server_settings
 
@@ -317,7 +318,7 @@ def world(
     _write_ratings(influx.url, ratings)
     srv = ServerThread(
         server_settings(broker.port, influx.url, tmp_path / "wr.db").model_copy(
-            update={"case_poller": False}
+            update={"cases": CaseSettings(poller=False)}
         )
     )
     srv.start()

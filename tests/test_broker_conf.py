@@ -26,21 +26,21 @@ def test_generated_conf_runs_secured(tmp_path: Path) -> None:
     )
     plain, tls = free_port(), free_port()
     conf = tmp_path / "mosquitto.conf"
-    env = {**os.environ, "WR_BRIDGE_PASSWORD": "bridge-secret"}
+    env = {**os.environ, "WR_UPLINK_PASSWORD": "uplink-secret"}
     out = subprocess.run(
         [
             sys.executable, "-m", "windowrate", "broker", "conf",
             "--pki-dir", str(pki.root), "--auth-dir", str(auth), "--data-dir", str(tmp_path),
             "--plain-port", str(plain), "--tls-port", str(tls), "--out", str(conf),
-            "--bridge-hall", "h", "--central-host", "127.0.0.1", "--central-port", str(free_port()),
-            "--bridge-user", "bridge-h", "--user", "root",
+            "--uplink-hall", "h", "--central-host", "127.0.0.1", "--central-port", str(free_port()),
+            "--uplink-user", "uplink-h", "--user", "root",
         ],
         cwd=REPO, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     text = conf.read_text()
-    assert conf.stat().st_mode & 0o777 == 0o600 and "remote_password bridge-secret" in text
-    assert "bridge-secret" not in out.stderr + out.stdout
+    assert conf.stat().st_mode & 0o777 == 0o600 and "remote_password uplink-secret" in text
+    assert "uplink-secret" not in out.stderr + out.stdout
     assert f"listener {plain} 127.0.0.1" in text and "allow_anonymous false" in text
     proc = subprocess.Popen(
         ["mosquitto", "-c", str(conf)],

@@ -2,8 +2,9 @@
 
 Mosquitto, influxd, the gateway and the server (uvicorn) run on free ports; ratings are pressed
 on a real kiosk core (outbox, MQTT publisher) of hall `alpha` and sent by a plain MQTT
-publisher for hall `beta`. The same run saves a screenshot of every page in zh and en to
-docs/screenshots/web-{page}-{lang}.png.
+publisher for hall `beta`. The same run saves a screenshot of every page in zh and en as
+web-{page}-{lang}.png (in a temporary directory; `./wr screenshots` writes docs/screenshots/).
+How fast a press reaches the board is measured by `windowrate bench board`, not here.
 """
 
 import json
@@ -20,10 +21,11 @@ import pytest
 
 from common.mqtt import MqttSettings
 from devstack.services import Influxd, Mosquitto
-from kiosk.main import Kiosk
+from kiosk.core.terminal import Terminal
 from kiosk.settings import KioskSettings
 from protocol.topics import Topic, TopicKind
 from server.auth.service import create_user
+from server.settings.cases import CaseSettings
 from tests.support import GatewayProcess, influx_query, rating_doc, raw_client, wait_until
 from tests.test_live import ServerThread, server_settings
 
@@ -33,7 +35,6 @@ PASSWORD = "correct horse battery"
 TZ = "Asia/Shanghai"  # the hall's (tests.test_live.server_settings) and the browser's
 DAY_RATINGS = 40
 A, B = "alpha", "beta"
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -50,7 +51,7 @@ class Stack:
     broker: Mosquitto
     influx: Influxd
     server: ServerThread
-    kiosk: Kiosk
+    kiosk: Terminal
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def stack(tmp_path: Path, broker: Mosquitto, influx: Influxd) -> Iterator[Stack]
     gw = GatewayProcess(tmp_path / "gw", broker.port, influx.url)
     gw.start()
     cfg = server_settings(broker.port, influx.url, tmp_path / "wr.db").model_copy(
-        update={"case_poll_s": 0.2, "case_sweep_s": 2.0}  # the day's back-filled ratings
+        update={"cases": CaseSettings(poll_s=0.2, sweep_s=2.0)}  # the day's back-filled ratings
     )
     srv = ServerThread(cfg)
     srv.start()
@@ -88,7 +89,7 @@ def stack(tmp_path: Path, broker: Mosquitto, influx: Influxd) -> Iterator[Stack]
     with srv.app.state.db.session() as session:
         create_user(session, "m1", PASSWORD, "hall_manager", A)
         session.commit()
-    kiosk = Kiosk(
+    kiosk = Terminal.from_settings(
         KioskSettings(
             hall=A,
             device="k-a1",
@@ -109,7 +110,7 @@ def stack(tmp_path: Path, broker: Mosquitto, influx: Influxd) -> Iterator[Stack]
         gw.stop()
 
 
-def press(kiosk: Kiosk, level: int) -> str:
+def press(kiosk: Terminal, level: int) -> str:
     """Touch a rating key on the kiosk; a negative one also picks a reason. Returns the id."""
     result = kiosk.session.press(level, "touch")
     assert result.accepted and result.recorded is not None, result
@@ -118,10 +119,9 @@ def press(kiosk: Kiosk, level: int) -> str:
     return str(result.recorded.id)
 
 
-def shoot(page: Any, name: str, lang: str, full: bool = True) -> None:
+def shoot(page: Any, shots: Path, name: str, lang: str, full: bool = True) -> None:
     """Save a screenshot (the whole page unless `full` is False) as web-{name}-{lang}.png."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"web-{name}-{lang}.png"), full_page=full)
+    page.screenshot(path=str(shots / f"web-{name}-{lang}.png"), full_page=full)
 
 
 def login_page(page: Any, url: str, username: str) -> None:
@@ -150,8 +150,10 @@ def board_counts(page: Any) -> dict[str, int]:
     return rows
 
 
-def test_hall_manager_board_cases_and_appeal_in_chromium(stack: Stack) -> None:
-    """Own hall only; a press shows within 1 s; a negative one opens a case, flashes, is closed."""
+def test_hall_manager_board_cases_and_appeal_in_chromium(
+    stack: Stack, screenshot_dir: Path
+) -> None:
+    """Own hall only; a press shows live; a negative one opens a case, flashes, is closed."""
     url = stack.server.url
     mq = raw_client(stack.broker.port, "kiosk-beta")
     beta_topic = str(Topic(B, "k-b1", TopicKind.RATING))
@@ -190,7 +192,7 @@ def test_hall_manager_board_cases_and_appeal_in_chromium(stack: Stack) -> None:
         for lang in ("zh", "en"):
             anon.goto(f"{url}/cases?lang={lang}")
             anon.wait_for_selector("form#login")
-            shoot(anon, "login", lang)
+            shoot(anon, screenshot_dir, "login", lang)
         # (a) the hall manager logs in through the login page and sees only their hall.
         ctx = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id=TZ)
         page = ctx.new_page()
@@ -205,38 +207,26 @@ def test_hall_manager_board_cases_and_appeal_in_chromium(stack: Stack) -> None:
         page.wait_for_function("() => document.querySelectorAll('#rows tr').length > 0")
         keys = page.eval_on_selector_all("#rows tr", "els => els.map(e => e.dataset.key)")
         assert keys and all(k.startswith(f"{A}/") for k in keys), keys
-        # (b) a rating pressed on the kiosk shows on the board within 1 s (measured in the page).
+        # (b) a rating pressed on the kiosk shows on the open board (no reload).
         cell = f'tr[data-key="{A}/wa1"] td.ratings'
         assert page.inner_text(cell) == "2"
-        page.evaluate(
-            """(sel) => {
-                 window.__seen = null; window.__t0 = performance.now();
-                 new MutationObserver(() => {
-                   const td = document.querySelector(sel);
-                   if (td && td.textContent === '3' && window.__seen === null)
-                     window.__seen = performance.now() - window.__t0;
-                 }).observe(document.getElementById('rows'),
-                            {childList: true, subtree: true, characterData: true});
-               }""",
-            cell,
-        )
         press(stack.kiosk, 4)
-        page.wait_for_function("() => window.__seen !== null", timeout=1000)
-        elapsed = page.evaluate("() => window.__seen")
-        assert elapsed < 1000, elapsed
+        page.wait_for_function(
+            f"() => document.querySelector('{cell}').textContent === '3'", timeout=10_000
+        )
         # (c) a negative rating opens a case and flashes on the board.
         bad = press(stack.kiosk, 1)
         page.wait_for_function(
-            f"() => document.querySelector('{cell}').textContent === '4'", timeout=1000
+            f"() => document.querySelector('{cell}').textContent === '4'", timeout=10_000
         )
         row = f'tr[data-key="{A}/wa1"]'
         assert page.locator(f"{row}.flash").count() == 1
         assert "非常不满意" in page.inner_text(f"{row} td.last-negative")
-        shoot(page, "board", "zh")
+        shoot(page, screenshot_dir, "board", "zh")
         page.goto(f"{url}/?lang=en")
         page.wait_for_selector("#live-state.up", timeout=10_000)
         page.wait_for_selector(f"{row}.flash", timeout=10_000)
-        shoot(page, "board", "en")
+        shoot(page, screenshot_dir, "board", "en")
         new_case = wait_until(
             lambda: next(
                 (c for c in root.get("/api/cases").json()["cases"] if c["rating_id"] == bad), None
@@ -285,9 +275,9 @@ def test_hall_manager_board_cases_and_appeal_in_chromium(stack: Stack) -> None:
         assert refused == 403
         for lang in ("zh", "en"):
             page.goto(f"{url}/cases?lang={lang}")
-            shoot(page, "cases", lang)
+            shoot(page, screenshot_dir, "cases", lang)
             page.goto(f"{url}/cases/{first}?lang={lang}")
-            shoot(page, "case", lang)
+            shoot(page, screenshot_dir, "case", lang)
         # ... and is approved by the office.
         office = browser.new_context(
             viewport={"width": 1280, "height": 800}, timezone_id=TZ
@@ -318,16 +308,16 @@ def test_hall_manager_board_cases_and_appeal_in_chromium(stack: Stack) -> None:
                 "() => document.getElementById('kpi-ratings').textContent === '4'", timeout=10_000
             )
             page.wait_for_selector("#timeline canvas", timeout=10_000)
-            shoot(page, "window", lang)
+            shoot(page, screenshot_dir, "window", lang)
             anon.goto(f"{url}/screen?lang={lang}")
             anon.wait_for_selector(f'.tile[data-key="{A}/wa1"]', timeout=10_000)
             assert "0457" not in anon.content()
-            shoot(anon, "screen", lang)
+            shoot(anon, screenshot_dir, "screen", lang)
             office.goto(f"{url}/exports?lang={lang}")
-            shoot(office, "exports", lang)
+            shoot(office, screenshot_dir, "exports", lang)
             office.goto(f"{url}/docs")
             office.wait_for_selector(".opblock", timeout=10_000)  # Swagger UI served locally
-            shoot(office, "docs", lang, full=False)
+            shoot(office, screenshot_dir, "docs", lang, full=False)
         assert errors == []
         browser.close()
     mq.loop_stop()

@@ -21,9 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from devstack.services import Influxd
-from gateway.lineproto import rating_line
 from protocol.messages import RatingEvent
-from protocol.storage import InfluxSettings
 from server.app import create_app
 from server.cases.calendar import Calendar
 from server.cases.models import Case
@@ -31,6 +29,9 @@ from server.cases.service import NegativeRating, excluded_rating_ids, open_cases
 from server.cases.webhook import SIGNATURE_HEADER, verify
 from server.db.models import AuditLog
 from server.settings import ServerSettings
+from server.settings.cases import CaseSettings
+from storage.client import InfluxSettings
+from storage.lineproto import rating_line
 from tests.support import rating_doc, wait_until
 from tests.test_registry import PASSWORD, db_url, login, make_user, pg
 
@@ -121,9 +122,7 @@ def test_negative_ratings_open_one_case_each_also_after_restart(
     cfg = _settings(
         db,
         influx=InfluxSettings(url=influx.url),
-        case_poll_s=0.2,
-        case_webhook_urls=[hook],
-        case_webhook_secret=SECRET,
+        cases=CaseSettings(poll_s=0.2, webhook_urls=[hook], webhook_secret=SECRET),
     )
     with TestClient(create_app(cfg)) as c:
         wait_until(lambda: _count(c) == 5, 20, what="5 cases")
@@ -195,7 +194,7 @@ def _as(c: TestClient, username: str) -> None:
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
     """A client of an app on SQLite or PostgreSQL, poller off, logged in as admin `root`."""
-    with TestClient(create_app(_settings(db_url, case_poller=False))) as c:
+    with TestClient(create_app(_settings(db_url, cases=CaseSettings(poller=False)))) as c:
         make_user(c, "root", "admin")
         login(c, "root")
         yield c
@@ -323,10 +322,9 @@ def test_deadline_holidays_overdue_and_webhook(tmp_path: Path, hook: str) -> Non
     """Due dates follow the calendar API, recompute on change; overdue is flagged and sent."""
     cfg = _settings(
         f"sqlite:///{tmp_path / 'wr.db'}",
-        case_poller=False,
-        case_deadline_days=3,
-        case_webhook_urls=[hook],
-        case_webhook_secret=SECRET,
+        cases=CaseSettings(
+            poller=False, deadline_days=3, webhook_urls=[hook], webhook_secret=SECRET
+        ),
     )
     with TestClient(create_app(cfg)) as c:
         make_user(c, "root", "admin")
@@ -345,7 +343,7 @@ def test_deadline_holidays_overdue_and_webhook(tmp_path: Path, hook: str) -> Non
                     NegativeRating(str(uuid6.uuid7()), "h1", "a1", "k", 1, 3, recent),
                 ],
                 cfg.tz,
-                cfg.case_deadline_days,
+                cfg.cases.deadline_days,
             )
             session.commit()
             old_id, new_id = old.id, new.id
@@ -416,7 +414,7 @@ def test_deadline_holidays_overdue_and_webhook(tmp_path: Path, hook: str) -> Non
 def test_user_management(tmp_path: Path) -> None:
     """An admin lists, creates, deactivates users and resets passwords; nobody else can."""
     with TestClient(
-        create_app(_settings(f"sqlite:///{tmp_path / 'u.db'}", case_poller=False))
+        create_app(_settings(f"sqlite:///{tmp_path / 'u.db'}", cases=CaseSettings(poller=False)))
     ) as c:
         make_user(c, "root", "admin")
         make_user(c, "office", "office")

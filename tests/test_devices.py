@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from common.mqtt import MqttSettings
 from devstack.services import Influxd, Mosquitto
-from kiosk.main import Kiosk
+from kiosk.core.terminal import Terminal
 from kiosk.settings import KioskSettings
 from protocol.messages import DeviceConfig
 from protocol.topics import Topic, TopicKind
@@ -68,7 +68,7 @@ def login(srv: ServerThread, username: str) -> httpx.Client:
 
 
 @pytest.fixture
-def kiosk(tmp_path: Path, broker: Mosquitto) -> Iterator[Kiosk]:
+def kiosk(tmp_path: Path, broker: Mosquitto) -> Iterator[Terminal]:
     """A real kiosk core (no UI) for device k-0001."""
     settings = KioskSettings(
         hall=HALL,
@@ -79,7 +79,7 @@ def kiosk(tmp_path: Path, broker: Mosquitto) -> Iterator[Kiosk]:
         voice=False,
         trust_wall_clock=True,
     )
-    k = Kiosk(settings)
+    k = Terminal.from_settings(settings)
     k.start()
     try:
         yield k
@@ -113,7 +113,7 @@ def retained_config(port: int, device_code: str = "k-0001") -> DeviceConfig | No
 
 
 def test_status_config_and_commands_round_trip(
-    server: ServerThread, kiosk: Kiosk, broker: Mosquitto
+    server: ServerThread, kiosk: Terminal, broker: Mosquitto
 ) -> None:
     """The kiosk's status shows in the API; its config comes from the registry; commands work."""
     admin = login(server, "root")
@@ -173,7 +173,7 @@ def test_status_config_and_commands_round_trip(
     wait_until(lambda: retained_config(broker.port) is None, 20, what="config cleared")
 
 
-def test_command_rights(server: ServerThread, kiosk: Kiosk) -> None:
+def test_command_rights(server: ServerThread, kiosk: Terminal) -> None:
     """Admin, office and the hall's manager may command; a viewer or another hall may not."""
     ok = {"cmd": "identify"}
     wait_until(lambda: kiosk.connected, 10, what="kiosk connected")

@@ -20,11 +20,9 @@ from fastapi.testclient import TestClient
 
 from common.mqtt import MqttSettings
 from devstack.services import Influxd, Mosquitto, free_port
-from protocol.storage import InfluxSettings
 from server.app import create_app
 from server.auth.service import create_user
 from server.db.engine import Database
-from server.influx import InfluxClient
 from server.scores import settings as scores_settings
 from server.scores.export import header, manifest_path
 from server.scores.periods import Period
@@ -32,6 +30,8 @@ from server.scores.policy import Policy
 from server.scores.rollup import build_rollups
 from server.scores.service import export_scores
 from server.settings import ServerSettings
+from server.settings.cases import CaseSettings
+from storage.client import InfluxClient, InfluxSettings
 from tests.support import REPO, wait_until
 from tests.test_scores import DAY, TZ, World, add_cases, crafted, fill_registry, write_lines
 
@@ -191,7 +191,7 @@ def test_api_exports_respect_roles(
         database_url=str(world.db.engine.url),
         influx=InfluxSettings(url=world.url),
         timezone="Asia/Shanghai",
-        case_poller=False,
+        cases=CaseSettings(poller=False),
     )
     with world.db.session() as s:
         create_user(s, "office", PASSWORD, "office")
@@ -281,7 +281,7 @@ def test_export_page_in_chromium(
         database_url=str(world.db.engine.url),
         influx=InfluxSettings(url=world.url),
         mqtt=MqttSettings(port=broker.port),
-        case_poller=False,
+        cases=CaseSettings(poller=False),
     )
     server = uvicorn.Server(
         uvicorn.Config(create_app(cfg), host="127.0.0.1", port=cfg.port, log_level="warning")

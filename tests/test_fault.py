@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from devstack.services import Influxd, Mosquitto
-from gateway.gaps import InfluxQuery, scan
-from protocol.storage import InfluxSettings
+from gateway.gaps import open_client, scan
+from storage.client import InfluxSettings
 from tests.support import (
     GatewayProcess,
     distinct_ids,
@@ -97,7 +97,7 @@ def test_5000_ratings_survive_crashes_and_outages(
     for s in per_device:
         _t, count, max_seq, min_seq = s["values"][0]
         assert (count, min_seq, max_seq) == (PER_KIOSK, 1, PER_KIOSK), s["tags"]
-    query = InfluxQuery(InfluxSettings(url=influx.url))
+    query = open_client(InfluxSettings(url=influx.url))
     assert scan(query) == []
     query.close()
 

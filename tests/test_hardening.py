@@ -29,14 +29,15 @@ from common.secret_files import SecretFileError
 from devstack.services import Influxd, Mosquitto, free_port
 from gateway.settings import GatewaySettings
 from kiosk.settings import KioskSettings
-from protocol.storage import InfluxSettings
 from server.app import create_app
 from server.auth.service import create_user
 from server.cases.service import NegativeRating, open_cases
 from server.db.models import AuditLog
-from server.provisioning.settings import ProvisioningSettings
 from server.security_headers import DOCS_CSP, HSTS, PAGE_CSP
 from server.settings import ServerSettings
+from server.settings.cases import CaseSettings
+from server.settings.provisioning import ProvisioningSettings
+from storage.client import InfluxSettings
 from tests.support import REPO, wait_until
 from tests.test_api_rights import PASSWORD, Call, World, _calls, _client_of, _routes, _send, world
 from tests.test_cases import _Hook, hook
@@ -57,7 +58,9 @@ CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 def test_headers_on_pages_api_and_docs(tmp_path: Path) -> None:
     """CSP, nosniff, DENY, no-referrer, permissions on every answer; no-store on API answers."""
     db = f"sqlite:///{tmp_path / 'wr.db'}"
-    plain = ServerSettings(database_url=db, gateway_metrics_urls=[], case_poller=False)
+    plain = ServerSettings(
+        database_url=db, gateway_metrics_urls=[], cases=CaseSettings(poller=False)
+    )
     with TestClient(create_app(plain)) as c:
         for path in ("/", "/api/today", "/cases", "/static/board.js", "/nowhere"):
             h = c.get(path).headers
@@ -89,7 +92,7 @@ def test_pages_work_in_chromium_under_the_csp(
     monkeypatch.setenv("WR_SCORES_EXPORT_DIR", str(tmp_path / "exports"))
     srv = ServerThread(
         server_settings(broker.port, influx.url, tmp_path / "wr.db").model_copy(
-            update={"case_poller": False}
+            update={"cases": CaseSettings(poller=False)}
         )
     )
     srv.start()
@@ -156,7 +159,7 @@ def test_secrets_come_from_files_and_stay_out_of_reprs(
     env = {
         "WR_SERVER_MQTT__PASSWORD_FILE": files["mqtt"],
         "WR_SERVER_INFLUX__PASSWORD_FILE": files["influx"],
-        "WR_SERVER_CASE_WEBHOOK_SECRET_FILE": files["hook"],
+        "WR_SERVER_CASES__WEBHOOK_SECRET_FILE": files["hook"],
         "WR_SERVER_DATABASE_URL_FILE": files["db"],
         "WR_SERVER_MQTT__USERNAME": "server",
         "WR_GATEWAY_MQTT__PASSWORD_FILE": files["mqtt"],
@@ -175,7 +178,7 @@ def test_secrets_come_from_files_and_stay_out_of_reprs(
     s = ServerSettings()
     assert plain(s.mqtt.password) == MQTT_PW and s.mqtt.username == "server"
     assert plain(s.influx.password) == INFLUX_PW
-    assert plain(s.case_webhook_secret) == WEBHOOK_SECRET
+    assert plain(s.cases.webhook_secret) == WEBHOOK_SECRET
     assert s.database_url == f"postgresql+psycopg://wr:{ADMIN_PW}@db/wr"
     g = GatewaySettings()
     assert plain(g.mqtt.password) == MQTT_PW and plain(g.influx.password) == INFLUX_PW
@@ -236,10 +239,12 @@ def test_no_secret_reaches_a_log(
         timezone=TZ,
         influx=InfluxSettings(url=influx.url, username="wr", password=SecretStr(INFLUX_PW)),
         mqtt=MqttSettings(port=broker.port, username="server", password=SecretStr(MQTT_PW)),
-        case_poller=False,
-        case_webhook_urls=[hook, refused],
-        case_webhook_secret=SecretStr(WEBHOOK_SECRET),
-        case_webhook_retries=1,
+        cases=CaseSettings(
+            poller=False,
+            webhook_urls=[hook, refused],
+            webhook_secret=SecretStr(WEBHOOK_SECRET),
+            webhook_retries=1,
+        ),
         provisioning=ProvisioningSettings(broker_auth_dir=tmp_path / "auth", allow_plain_http=True),
     )
     logging.getLogger("tests.hardening").debug("server settings %r / %s", cfg, cfg)

@@ -28,6 +28,15 @@ def rating(seq: int, **changes: Any) -> dict[str, Any]:
     return rating_doc(HALL, DEVICE, seq, **changes)
 
 
+def rejected(gw: GatewayProcess) -> dict[str, int]:
+    """The gateway's dead letters by reason, from its metrics."""
+    return {
+        k.split('reason="')[1].rstrip('"}'): int(v)
+        for k, v in gw.metrics().items()
+        if k.startswith("windowrate_gateway_messages_rejected_total{")
+    }
+
+
 def test_hostile_messages_are_kept_and_counted(
     tmp_path: Path, broker: Mosquitto, influx: Influxd
 ) -> None:
@@ -74,15 +83,7 @@ def test_hostile_messages_are_kept_and_counted(
         expected[reason] = expected.get(reason, 0) + 1
     expected["id_conflict"] = 1
 
-    def rejected() -> dict[str, int]:
-        m = gw.metrics()
-        return {
-            k.split('reason="')[1].rstrip('"}'): int(v)
-            for k, v in m.items()
-            if k.startswith("windowrate_gateway_messages_rejected_total{")
-        }
-
-    wait_until(lambda: rejected() == expected, 30, what=f"rejections {expected}")
+    wait_until(lambda: rejected(gw) == expected, 30, what=f"rejections {expected}")
     wait_until(lambda: gw.metrics()["windowrate_gateway_duplicates_total"] == 100, 30)
     assert rating_count(influx.url) == 200
     assert distinct_ids(influx.url) == 200
@@ -137,3 +138,31 @@ def test_qos0_and_unrelated_topics_do_not_stop_the_stream(
     pub.loop_stop()
     pub.disconnect()
     gw.stop()
+
+
+def test_id_conflict_is_detected_after_a_gateway_restart(
+    tmp_path: Path, broker: Mosquitto, influx: Influxd
+) -> None:
+    """An id reused for another rating after the gateway crashed and restarted: a dead letter."""
+    gw = GatewayProcess(tmp_path / "gateway", broker.port, influx.url)
+    gw.start()
+    pub = raw_client(broker.port)
+    first = rating(1)
+    pub.publish(TOPIC, json.dumps(first), qos=1).wait_for_publish(5)
+    wait_until(lambda: rating_count(influx.url) == 1, 15, what="first rating stored")
+    wait_until(lambda: gw.metrics()["windowrate_gateway_ratings_written_total"] == 1, 15)
+    gw.kill()  # a crash: nothing in memory survives
+    gw.start()
+    pub.publish(TOPIC, json.dumps(first), qos=1).wait_for_publish(5)  # a redelivery
+    forged = dict(first, level=1)  # the same id, another rating
+    pub.publish(TOPIC, json.dumps(forged), qos=1).wait_for_publish(5)
+    wait_until(lambda: rejected(gw) == {"id_conflict": 1}, 15, what="the conflict kept")
+    wait_until(lambda: gw.metrics()["windowrate_gateway_duplicates_total"] == 1, 15)
+    pub.loop_stop()
+    pub.disconnect()
+    gw.stop()
+    assert rating_count(influx.url) == 1
+    store = DeadLetterStore(tmp_path / "gateway" / "dead_letters.sqlite")
+    (letter,) = store.iter()
+    assert letter.reason == "id_conflict" and json.loads(letter.payload) == forged
+    store.close()

@@ -2,7 +2,8 @@
 
 Each test runs `python -m devstack.kiosk_driver` (the same Kiosk and KioskApp as `windowrate kiosk`)
 as a child process with a fresh data directory; the run saves a screenshot of every screen in
-Chinese and English to docs/screenshots/{screen}-{lang}.png.
+Chinese and English as {screen}-{lang}.png in the `screenshot_dir` fixture's directory (a
+temporary one unless WR_SCREENSHOTS_DIR names another, e.g. docs/screenshots/).
 """
 
 import json
@@ -20,15 +21,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from devstack.kiosk_driver import Xvfb
 from devstack.services import Mosquitto, die_with_parent, free_port
-from kiosk.main import identity_dir
+from devstack.xvfb import Xvfb
+from kiosk.core.identity import identity_dir
 from tests.support import CHILDREN, REPO, raw_client, wait_until
 from tests.test_broker_security import Client
 from tests.test_provisioning import Centre, Https, centre, https  # noqa: F401 (fixtures)
 
 HALL, DEVICE = "hz-civic", "k-0042"
-SHOTS = REPO / "docs" / "screenshots"
 REASONS = [
     {"code": "waiting", "zh": "等候时间长", "en": "Long wait"},
     {"code": "attitude", "zh": "服务态度不好", "en": "Unfriendly staff"},
@@ -314,7 +314,7 @@ def test_paused_refuses_ratings(
 
 
 def test_config_over_mqtt_relabels_the_keys_live(
-    display: str, tmp_path: Path, broker: Mosquitto, listener: Listener
+    display: str, tmp_path: Path, broker: Mosquitto, listener: Listener, screenshot_dir: Path
 ) -> None:
     """Scale 5 → 3 and zh → en from the retained config topic, without a restart; cached to disk."""
     result = run_kiosk(
@@ -329,12 +329,12 @@ def test_config_over_mqtt_relabels_the_keys_live(
             {"assert_label": [2, "基本满意"]},
             {"assert_label": [1, "不满意"]},
             {"check_targets": True},
-            {"screenshot": str(SHOTS / "rating3-zh.png")},
+            {"screenshot": str(screenshot_dir / "rating3-zh.png")},
             {"publish_config": config(scale=3, language="en", window_name=WINDOW_NAME["en"])},
             {"assert_label": [3, "Satisfied"]},
             {"assert_label": [2, "Fairly satisfied"]},
             {"assert_label": [1, "Dissatisfied"]},
-            {"screenshot": str(SHOTS / "rating3-en.png")},
+            {"screenshot": str(screenshot_dir / "rating3-en.png")},
             {"touch": 3},
             {"expect_outbox": 1},
             {"wait_drained": 15},
@@ -373,11 +373,16 @@ def silhouette_png(w: int = 120, h: int = 160) -> bytes:
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_every_screen_in_both_languages(
-    display: str, tmp_path: Path, broker: Mosquitto, listener: Listener, lang: str
+    display: str,
+    tmp_path: Path,
+    broker: Mosquitto,
+    listener: Listener,
+    lang: str,
+    screenshot_dir: Path,
 ) -> None:
     """A tour of every screen, with screenshots: welcome, keypad, setup, rating, reasons, …"""
     shot = {
-        name: str(SHOTS / f"{name}-{lang}.png")
+        name: str(screenshot_dir / f"{name}-{lang}.png")
         for name in (
             "welcome",
             "keypad",
@@ -470,7 +475,9 @@ def test_every_screen_in_both_languages(
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
-def test_offline_indicator_counts_ratings_waiting(display: str, tmp_path: Path, lang: str) -> None:
+def test_offline_indicator_counts_ratings_waiting(
+    display: str, tmp_path: Path, lang: str, screenshot_dir: Path
+) -> None:
     """No broker: ratings still go into the outbox and the corner shows how many wait.
 
     Chinese comes from the settings; English from the config cached by an earlier run.
@@ -496,11 +503,11 @@ def test_offline_indicator_counts_ratings_waiting(display: str, tmp_path: Path, 
             ],
             {"expect_offline": True},
             {"expect_outbox": 3},
-            {"screenshot": str(SHOTS / f"offline-{lang}.png")},
+            {"screenshot": str(screenshot_dir / f"offline-{lang}.png")},
         ],
         env=env,
         connect=False,
-        thanks_s=0.3,
+        thanks_s=1.5,  # seen even at the few frames/s of software GL on a busy machine
     )
     assert result["backlog"] == 3 and [r["level"] for r in result["outbox"]] == [5, 3, 2]
     assert result["labels"]["5"] == ("Very satisfied" if lang == "en" else "非常满意")

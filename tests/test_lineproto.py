@@ -1,4 +1,4 @@
-"""Behaviour tests of the gateway's line protocol and message validation."""
+"""Behaviour tests of the line protocol and of the gateway's message decode."""
 
 import json
 import uuid
@@ -7,13 +7,14 @@ from typing import Any
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from influxdb_client.client.write.point import Point
-from influxdb_client.domain.write_precision import WritePrecision
 
-from gateway.lineproto import rating_line, rating_time_ns
-from gateway.validate import Accepted, Rejected, decode
+from bench.lineproto import point_line
+from gateway.points import Accepted, point_of
+from protocol.decode import Rejection
 from protocol.messages import DeviceStatus, RatingEvent, ServiceEvent
 from protocol.topics import TopicKind
+from storage.lineproto import rating_line
+from storage.schema import rating_time_ns
 
 NOW = 1_763_880_000_123
 TOPIC = "wr/v1/hz-civic/k-0001/rating"
@@ -128,31 +129,6 @@ def parse_line(line: str) -> tuple[str, dict[str, str], dict[str, Any], int]:
 def _field_tokens(line: str) -> list[str]:
     """The raw `key=value` tokens of a point's field set, sorted."""
     return sorted(_split(_split(line, " ", quotes=True)[1], ",", quotes=True))
-
-
-def point_line(ev: RatingEvent) -> str:
-    """The same point built with influxdb_client's Point."""
-    p = (
-        Point("rating")  # type: ignore[no-untyped-call]
-        .tag("device", ev.device)
-        .tag("hall", ev.hall)
-        .tag("level", ev.level)
-        .tag("window", ev.window)
-        .field("seq", ev.seq)
-        .field("id", str(ev.id))
-        .field("scale", ev.scale)
-        .field("input", ev.input)
-        .field("prompted", ev.prompted)
-        .field("clock_synced", ev.clock_synced)
-    )
-    for name in ("staff", "ticket", "item"):
-        value = getattr(ev, name)
-        if value is not None:
-            p = p.field(name, value)
-    if ev.reasons:
-        p = p.field("reasons", ",".join(ev.reasons))
-    p = p.time(ev.ts * 1_000_000 + ev.seq % 1_000_000, WritePrecision.NS)
-    return str(p.to_line_protocol())
 
 
 def _assert_same_point(ev: RatingEvent) -> None:
@@ -308,14 +284,14 @@ def _decode(
     topic: str = TOPIC,
     max_bytes: int = MAX,
     prefix: str = "wr",
-) -> Accepted | Rejected:
+) -> Accepted | Rejection:
     raw = json.dumps(payload).encode() if isinstance(payload, dict) else payload
-    return decode(topic, raw, prefix=prefix, max_bytes=max_bytes, now_ms=NOW, received_ns=42)
+    return point_of(topic, raw, prefix=prefix, max_bytes=max_bytes, now_ms=NOW, received_ns=42)
 
 
 def _reason(payload: bytes | dict[str, Any], **kw: Any) -> str:
     got = _decode(payload, **kw)
-    assert isinstance(got, Rejected), got
+    assert isinstance(got, Rejection), got
     assert got.detail
     return got.reason
 
@@ -519,9 +495,9 @@ payloads = st.one_of(
     ),
 )
 def test_decode_never_raises(payload: bytes, topic: str) -> None:
-    got = decode(topic, payload, prefix="wr", max_bytes=MAX, now_ms=NOW)
-    assert isinstance(got, Accepted | Rejected)
+    got = point_of(topic, payload, prefix="wr", max_bytes=MAX, now_ms=NOW)
+    assert isinstance(got, Accepted | Rejection)
     if isinstance(got, Accepted) and topic == TOPIC:
         assert got.rating is not None and got.line == rating_line(got.rating)
-    if isinstance(got, Rejected):
+    if isinstance(got, Rejection):
         assert got.reason and len(got.detail) <= 600

@@ -15,14 +15,14 @@ import uvicorn
 
 from common.mqtt import MqttSettings
 from devstack.services import Influxd, Mosquitto, free_port
-from protocol.scales import is_negative, level_index
-from protocol.storage import InfluxSettings
 from protocol.topics import Topic, TopicKind
 from server.app import create_app
 from server.auth.service import create_user
 from server.db.models import Hall
-from server.live.settings import LiveSettings
+from server.scores.policy import Policy
 from server.settings import ServerSettings
+from server.settings.live import LiveSettings
+from storage.client import InfluxSettings
 from tests.support import (
     GatewayProcess,
     influx_query,
@@ -34,6 +34,7 @@ from tests.support import (
 )
 
 TZ = "Asia/Shanghai"
+POLICY = Policy()  # the policy in force in these tests (WR_SCORES_POLICY_FILE unset)
 HALL = "h-live"
 
 
@@ -159,8 +160,8 @@ def influx_windows(url: str) -> dict[tuple[str, str], dict[str, Any]]:
         levels = [(int(r["scale"]), int(r["level"])) for r in rows]
         out[key] = {
             "ratings": len(levels),
-            "negatives": sum(is_negative(s, lv) for s, lv in levels),
-            "score": round(sum(level_index(s, lv) for s, lv in levels) / len(levels), 2),
+            "negatives": sum(POLICY.negative(s, lv) for s, lv in levels),
+            "score": round(sum(POLICY.index(s, lv) for s, lv in levels) / len(levels), 2),
         }
     return out
 
@@ -256,8 +257,11 @@ def test_public_stream_has_no_staff(live_stack: LiveStack) -> None:
     sse.close()
 
 
-def test_board_in_chromium_updates_within_one_second(live_stack: LiveStack) -> None:
-    """Headless Chromium: the hall board shows a new rating within 1 s; window page and screen."""
+def test_board_in_chromium_updates_on_a_new_rating(live_stack: LiveStack) -> None:
+    """Headless Chromium: the hall board shows a new rating as it comes; window page and screen.
+
+    How fast is measured by `windowrate bench board` (press to board over SSE).
+    """
     pw = pytest.importorskip("playwright.sync_api")
     srv = live_stack.server
     mq = raw_client(live_stack.broker.port, "chromium-test")
@@ -295,7 +299,7 @@ def test_board_in_chromium_updates_within_one_second(live_stack: LiveStack) -> N
         assert page.inner_text(cell) == "1"
         doc = rating_doc(HALL, "k-0001", 2, window="w01", level=1)
         mq.publish(topic, json.dumps(doc), qos=1)
-        page.wait_for_selector(f'{cell}:text-is("2")', timeout=1000)
+        page.wait_for_selector(f'{cell}:text-is("2")', timeout=10_000)
         assert page.locator(f'tr[data-key="{HALL}/w01"].flash').count() == 1
         assert "非常不满意" in page.inner_text(f'tr[data-key="{HALL}/w01"] td.last-negative')
         page.goto(f"{srv.url}/?lang=en")

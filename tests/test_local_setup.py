@@ -6,9 +6,13 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from kiosk import local_setup
-from kiosk.local_setup import LocalSetup, SetupForm
-from kiosk.main import Kiosk, identity_dir
+from kiosk.core import local_setup
+from kiosk.core.badge import BadgeReader
+from kiosk.core.identity import identity_dir
+from kiosk.core.local_setup import LocalSetup, SetupForm
+from kiosk.core.provision import ProvisionError, Ticket
+from kiosk.core.setup import Note, SetupController
+from kiosk.core.terminal import Terminal
 from kiosk.settings import KioskSettings
 
 
@@ -106,7 +110,7 @@ def test_each_identity_keeps_its_own_seq(tmp_path: Path) -> None:
     """Re-provisioned as another device the terminal starts at seq 1; switched back, it goes on."""
 
     def rate(device: str, n: int) -> int:
-        kiosk = Kiosk(settings(tmp_path, device=device), thanks_s=0.0)
+        kiosk = Terminal.from_settings(settings(tmp_path, device=device), thanks_s=0.0)
         try:
             for _ in range(n):
                 assert kiosk.session.press(5, "touch").accepted
@@ -123,7 +127,7 @@ def test_each_identity_keeps_its_own_seq(tmp_path: Path) -> None:
 
 def test_an_outbox_from_before_identities_is_adopted(tmp_path: Path) -> None:
     """An outbox kept straight in data_dir belongs to the environment's identity and moves once."""
-    kiosk = Kiosk(settings(tmp_path))
+    kiosk = Terminal.from_settings(settings(tmp_path))
     kiosk.session.press(3, "touch")
     kiosk.stop()
     home = identity_dir(tmp_path, "hz-civic", "k-0001")
@@ -132,7 +136,7 @@ def test_an_outbox_from_before_identities_is_adopted(tmp_path: Path) -> None:
             (home / name).rename(tmp_path / name)
     s = local_setup.effective(settings(tmp_path))
     assert not (tmp_path / "outbox.sqlite").exists()
-    again = Kiosk(s)
+    again = Terminal.from_settings(s)
     try:
         assert again.outbox.last_seq() == 1
     finally:
@@ -141,11 +145,64 @@ def test_an_outbox_from_before_identities_is_adopted(tmp_path: Path) -> None:
 
 def test_a_provisioning_ticket_needs_https() -> None:
     """Plain http:// is refused before anything is sent; a bare host name means https://."""
-    from kiosk.provision import ProvisionError, Ticket
-
     with pytest.raises(ProvisionError, match="https"):
         Ticket.parse("http://hall-server:8443 AAAA-BBBB 0123456789abcdef")
     t = Ticket.parse("hall-server:8443 AAAA-BBBB 0123456789ABCDEF")
     assert (t.url, t.fingerprint) == ("https://hall-server:8443", "0123456789abcdef")
     q = Ticket.parse("WR1;https://h:1/;C-1;ff00ff00ff00ff00")
     assert (q.url, q.code) == ("https://h:1", "C-1")
+
+
+def test_setup_controller_pin_form_save_and_restart(tmp_path: Path) -> None:
+    """The PIN opens the form; a bad field is refused with its reason; a good one saves."""
+    s = settings(tmp_path, setup_pin=SecretStr("2468"))
+    terminal = Terminal.from_settings(s)
+    try:
+        setup = SetupController(s, terminal)
+        assert setup.enabled and not setup.is_open
+        assert not setup.check_pin("1111") and not setup.is_open
+        assert setup.check_pin("2468") and setup.is_open
+        setup.edit("host", "not a host!")
+        assert not setup.save()
+        assert setup.first_error() == ("host", Note("setup_err_host", {"n": 0}))
+        assert not setup.restart_requested
+        setup.edit("host", "broker.hall")
+        setup.edit("device", "k-0007")
+        assert setup.save() and setup.restart_requested
+        assert setup.note == Note("setup_saved")
+        saved = local_setup.load(tmp_path)
+        assert saved is not None and (saved.device, saved.host) == ("k-0007", "broker.hall")
+        setup.close()
+        assert not setup.is_open
+    finally:
+        terminal.stop()
+
+
+def test_setup_controller_refuses_provisioning_with_a_backlog(tmp_path: Path) -> None:
+    """A code is not redeemed while ratings of this identity wait to be sent."""
+    s = settings(tmp_path, setup_pin=SecretStr("2468"))
+    terminal = Terminal.from_settings(s)
+    try:
+        setup = SetupController(s, terminal)
+        assert setup.check_pin("2468") and setup.may_provision()
+        assert terminal.press(4, "touch").accepted
+        assert not setup.may_provision()
+        assert setup.note == Note("setup_err_backlog", {"n": 1})
+    finally:
+        terminal.stop()
+
+
+def test_badge_reader_takes_fast_digits_and_enter() -> None:
+    """Digits typed quickly then Enter give a staff number; a slow key starts over."""
+    now = [0.0]
+    reader = BadgeReader(gap_s=1.0, clock=lambda: now[0])
+    for code in (48 + 0, 48 + 4, 256 + 5, 48 + 7):  # "0457" (5 from the keypad)
+        assert reader.key(code) == (True, None)
+        now[0] += 0.01
+    assert reader.key(13) == (True, "0457")
+    assert reader.key(97) == (False, None)  # a letter is not the reader's
+    reader.key(48 + 1)
+    now[0] += 5.0  # a person typing, not a reader: the old digit is dropped
+    reader.key(48 + 2)
+    assert reader.key(271) == (True, "2")
+    assert reader.key(13) == (True, None)

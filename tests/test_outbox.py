@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.clock import Clock, SystemClock, resolve_ts
-from kiosk.outbox import Outbox, PressTime
-from kiosk.recorder import Identity, Recorder, build_event
+from kiosk.core.clock import Clock, SystemClock, resolve_ts
+from kiosk.core.outbox import Outbox, PressTime
+from kiosk.core.recorder import Identity, Recorder, build_event
 from protocol.messages import RatingEvent
 
 REPO = Path(__file__).resolve().parent.parent
@@ -195,9 +195,9 @@ def test_record_invalid_text_stores_nothing(outbox: Outbox) -> None:
 CHILD = r"""
 import sys
 from pathlib import Path
-from kiosk.clock import SystemClock
-from kiosk.outbox import Outbox
-from kiosk.recorder import Identity, Recorder
+from kiosk.core.clock import SystemClock
+from kiosk.core.outbox import Outbox
+from kiosk.core.recorder import Identity, Recorder
 
 path, ready = Path(sys.argv[1]), Path(sys.argv[2])
 ob = Outbox(path)

@@ -11,11 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.clock import MAX_FUTURE_MS, TS_MIN_MS, TsVerdict, check_ts
+from protocol.decode import REASONS, Decoded, Rejection, decode
 from protocol.messages import RatingEvent
-from protocol.scales import SCALES, is_negative, is_satisfied, level_index, level_label
+from protocol.scales import SCALES, level_index, level_label, offers_reasons
 from protocol.topics import Topic, TopicError, TopicKind, subscription
+from server.scores.policy import Policy
 
-# The example RatingEvent of DESIGN.md, verbatim.
+# The example RatingEvent of docs/wire-contract.md, verbatim.
 DESIGN_EXAMPLE = """
 {
   "v": 1,
@@ -39,7 +41,7 @@ def _validate(doc: dict[str, Any]) -> RatingEvent:
 
 
 def _with(**changes: Any) -> dict[str, Any]:
-    """The DESIGN.md example with some keys replaced."""
+    """The docs/wire-contract.md example with some keys replaced."""
     return {**EXAMPLE, **changes}
 
 
@@ -446,7 +448,7 @@ class TestScales:
 
     @pytest.mark.parametrize(("scale", "level"), [(3, 0), (3, 4), (4, 5), (5, 6), (6, 1), (2, 1)])
     def test_invalid_level_raises(self, scale: int, level: int) -> None:
-        for fn in (level_label, level_index, is_negative, is_satisfied):
+        for fn in (level_label, level_index, offers_reasons):
             with pytest.raises(ValueError):
                 fn(scale, level)
 
@@ -463,17 +465,21 @@ class TestScales:
         assert level_index(4, 2) == pytest.approx(100 / 3)
 
     @pytest.mark.parametrize(("scale", "level"), ALL_PAIRS)
-    def test_is_negative(self, scale: int, level: int) -> None:
+    def test_offers_reasons(self, scale: int, level: int) -> None:
         expected = level <= 2 if scale == 5 else level == 1
-        assert is_negative(scale, level) is expected
+        assert offers_reasons(scale, level) is expected
+
+    @pytest.mark.parametrize(("scale", "level"), ALL_PAIRS)
+    def test_default_policy_negative_is_where_the_device_asks(self, scale: int, level: int) -> None:
+        assert Policy().negative(scale, level) is offers_reasons(scale, level)
 
     @pytest.mark.parametrize(
         ("scale", "level"),
         [(s, lv) for s, lv in ALL_PAIRS],
     )
-    def test_is_satisfied(self, scale: int, level: int) -> None:
+    def test_default_policy_satisfied(self, scale: int, level: int) -> None:
         expected = LABELS_ZH[scale][level] in SATISFIED_OR_BETTER
-        assert is_satisfied(scale, level) is expected
+        assert Policy().satisfied(scale, level) is expected
 
 
 # --------------------------------------------------------------------------- clock
@@ -504,3 +510,61 @@ class TestCheckTs:
     def test_verdict_values_are_reason_codes(self) -> None:
         assert TsVerdict.TOO_OLD.value == "ts_before_2020"
         assert TsVerdict.IN_FUTURE.value == "ts_in_future"
+
+
+# --------------------------------------------------------------------------- decode
+
+
+class TestDecode:
+    """The one decode of the gateway and the server's live link."""
+
+    NOW = 1_763_880_000_123
+    TOPIC = "wr/v1/hz-civic/k-0001/{}"
+
+    def _event(self, ts: int) -> bytes:
+        doc = {
+            "v": 1,
+            "id": "0193a9e0-7c2e-7b4a-9f1e-2d3c4b5a6f71",
+            "device": "k-0001",
+            "hall": "hz-civic",
+            "ts": ts,
+            "clock_synced": True,
+            "type": "pause",
+        }
+        return json.dumps(doc).encode()
+
+    def test_rating_decoded(self) -> None:
+        res = decode(self.TOPIC.format("rating"), json.dumps(EXAMPLE).encode(), self.NOW)
+        assert isinstance(res, Decoded)
+        assert res.topic.kind is TopicKind.RATING
+        assert res.message == _validate(EXAMPLE)
+
+    def test_service_event_ts_window_as_for_ratings(self) -> None:
+        """Found in review: the live link accepted service events from any time."""
+        topic = self.TOPIC.format("event")
+        assert isinstance(decode(topic, self._event(self.NOW), self.NOW), Decoded)
+        future = decode(topic, self._event(self.NOW + MAX_FUTURE_MS + 1), self.NOW)
+        assert isinstance(future, Rejection) and future.reason == "ts_in_future"
+        old = decode(topic, self._event(TS_MIN_MS - 1), self.NOW)
+        assert isinstance(old, Rejection) and old.reason == "ts_before_2020"
+
+    def test_config_and_cmd_are_not_device_messages(self) -> None:
+        for kind in ("config", "cmd"):
+            res = decode(self.TOPIC.format(kind), b"{}", self.NOW)
+            assert isinstance(res, Rejection) and res.reason == "bad_topic"
+
+    def test_every_reason_is_listed(self) -> None:
+        topic = self.TOPIC.format("rating")
+        cases = [
+            decode(topic, b"x" * 70_000, self.NOW),
+            decode("nope", b"{}", self.NOW),
+            decode(topic, b"{", self.NOW),
+            decode(topic, json.dumps(_with(extra=1)).encode(), self.NOW),
+            decode(topic, json.dumps({"v": 1}).encode(), self.NOW),
+            decode(topic, json.dumps(_with(level=6)).encode(), self.NOW),
+            decode(topic, json.dumps(_with(seq=0)).encode(), self.NOW),
+            decode(topic, json.dumps(_with(device="k-0002")).encode(), self.NOW),
+        ]
+        reasons = [r.reason for r in cases if isinstance(r, Rejection)]
+        assert len(reasons) == len(cases)
+        assert set(reasons) <= set(REASONS)

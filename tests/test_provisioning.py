@@ -22,17 +22,17 @@ import uvicorn
 
 from common.mqtt import MqttSettings
 from devstack.services import Influxd, Mosquitto, TlsFiles, free_port
-from kiosk import local_setup
-from kiosk.main import Kiosk
-from kiosk.provision import ProvisionError, Ticket, redeem
+from kiosk.core import local_setup
+from kiosk.core.provision import ProvisionError, Ticket, redeem
+from kiosk.core.terminal import Terminal
 from kiosk.settings import KioskSettings
-from protocol.storage import InfluxSettings
 from server.app import create_app
 from server.auth.service import create_user
 from server.broker.pki import PkiPaths, init_ca, issue_server_cert
 from server.db.engine import Database
-from server.provisioning.settings import ProvisioningSettings
 from server.settings import ServerSettings
+from server.settings.provisioning import ProvisioningSettings
+from storage.client import InfluxSettings
 from tests.support import REPO, wait_until
 from tests.test_broker_security import Client
 
@@ -257,7 +257,7 @@ def test_a_code_redeemed_over_https_provisions_a_kiosk_that_delivers(
         KioskSettings(data_dir=kiosk_dir, voice=False, trust_wall_clock=True)
     )
     assert ks.mqtt.tls_ca and ks.mqtt.username == "k-0042"
-    kiosk = Kiosk(ks)
+    kiosk = Terminal.from_settings(ks)
     kiosk.start()
     try:
         wait_until(lambda: kiosk.connected, 15, what="kiosk connected over TLS")

@@ -3,12 +3,6 @@
 The clients log in as an administrator made through the service layer.
 """
 
-import os
-import pwd
-import shutil
-import subprocess
-import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,16 +11,15 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect, text
 
-from devstack.services import free_port
+from devstack.postgres import PgCluster, postgres_bindir
 from server.app import create_app
 from server.auth.service import create_user
-from server.db.engine import Database
+from server.db.engine import Database, upgrade
 from server.db.models import Base
 from server.settings import ServerSettings
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 TABLES = {
     "halls", "units", "windows", "devices", "staff", "service_items", "alembic_version",
     "users", "auth_sessions", "audit_log",
@@ -35,73 +28,13 @@ PASSWORD = "correct horse battery"
 CSV = {"content-type": "text/csv"}
 
 
-class PgCluster:
-    """A throwaway PostgreSQL cluster made with initdb and run with pg_ctl on a free port."""
-
-    def __init__(self) -> None:
-        """Choose a directory, a port and the user that runs the server (not root)."""
-        self.root = Path(tempfile.mkdtemp(prefix="wr-pg-"))
-        self.data = self.root / "data"
-        self.port = free_port()
-        self.user: str | None = None
-        if os.geteuid() == 0:
-            self.user = "postgres" if _has_user("postgres") else "nobody"
-            pw = pwd.getpwnam(self.user)
-            os.chown(self.root, pw.pw_uid, pw.pw_gid)
-
-    def _run(self, *args: str) -> None:
-        """Run a PostgreSQL program as the cluster's user."""
-        cmd = list(args) if self.user is None else ["runuser", "-u", self.user, "--", *args]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
-
-    def start(self) -> None:
-        """Create the cluster (trust auth, superuser `postgres`) and start it."""
-        self._run(
-            str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-            "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
-        )  # fmt: skip
-        opts = f"-p {self.port} -h 127.0.0.1 -k {self.data} -c fsync=off"
-        self._run(
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
-            str(self.root / "server.log"), "-w", "-t", "30", "start",
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        """Stop the server and remove the cluster."""
-        try:
-            self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    def url(self, database: str = "postgres") -> str:
-        """Return the SQLAlchemy URL of `database`."""
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
-
-    def new_database(self) -> str:
-        """Create an empty database and return its URL."""
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        engine = create_engine(self.url(), isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        engine.dispose()
-        return self.url(name)
-
-
-def _has_user(name: str) -> bool:
-    """Return True if the system user `name` exists."""
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PgCluster]:
     """A PostgreSQL cluster for this module's tests."""
-    if not (PG_BIN / "initdb").exists() or not (PG_BIN / "pg_ctl").exists():
-        pytest.skip(f"PostgreSQL 15 binaries not in {PG_BIN}: apt-get install postgresql")
-    cluster = PgCluster()
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl not found: apt-get install postgresql")
+    cluster = PgCluster(bindir)
     try:
         cluster.start()
     except BaseException:
@@ -175,7 +108,28 @@ def test_migrations_create_the_schema_matching_the_models(db_url: str) -> None:
         assert set(inspect(db.engine).get_table_names()) >= TABLES
         with db.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0005"
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
+    finally:
+        db.close()
+
+
+def test_migration_0006_renames_the_bridge_role_to_uplink(db_url: str) -> None:
+    """A hall's link account stored as role `bridge` (0005) is role `uplink` after 0006."""
+    db = Database(db_url)
+    try:
+        upgrade(db.engine, "0005")
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO broker_accounts (username, role, hall, password_hash, revoked,"
+                    " created, updated) VALUES ('link-h', 'bridge', 'h', '$7$x', false,"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+        db.upgrade()
+        with db.engine.connect() as conn:
+            role = conn.scalar(text("SELECT role FROM broker_accounts WHERE username = 'link-h'"))
+        assert role == "uplink"
     finally:
         db.close()
 

@@ -9,14 +9,13 @@ import httpx
 from sqlalchemy import func, select
 
 from devstack.services import Influxd
-from gateway.lineproto import rating_line
 from protocol.messages import RatingEvent
-from protocol.storage import InfluxSettings
 from server.db.engine import Database
-from server.influx import InfluxClient
 from server.scores.models import RatingDaily, RollupDay
 from server.scores.scheduler import RollupScheduler, due_days
 from server.scores.settings import ScoresSettings
+from storage.client import InfluxClient, InfluxSettings
+from storage.lineproto import rating_line
 from tests.support import rating_doc
 
 TZ = ZoneInfo("Asia/Shanghai")

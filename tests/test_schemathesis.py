@@ -23,10 +23,10 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 
 from devstack.services import Influxd, Mosquitto
-from gateway.lineproto import rating_line
 from protocol.messages import RatingEvent
 from server.auth.service import create_user
 from server.scores import settings as scores_settings
+from storage.lineproto import rating_line
 from tests.support import GatewayProcess, rating_doc
 from tests.test_live import ServerThread, server_settings
 

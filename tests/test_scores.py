@@ -26,20 +26,19 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from devstack.postgres import PgCluster, postgres_bindir
 from devstack.services import Influxd
-from gateway.lineproto import event_line, rating_line, status_line
 from protocol.messages import DeviceStatus, RatingEvent, ServiceEvent
-from protocol.storage import InfluxSettings
 from server.cases.models import Case
 from server.db.engine import Database
 from server.db.models import Device, Hall, ServiceItem, Staff, Unit, Window
-from server.influx import InfluxClient
 from server.scores.engine import ScoreResult, compute_scores
 from server.scores.models import RatingFlag
 from server.scores.periods import Period, period_of
 from server.scores.policy import Policy, PolicyError, load_policy
 from server.scores.rollup import build_rollups, check_rollups
-from tests.test_registry import PG_BIN, PgCluster
+from storage.client import InfluxClient, InfluxSettings
+from storage.lineproto import event_line, rating_line, status_line
 
 TZ = ZoneInfo("Asia/Shanghai")
 DAY = date(2026, 3, 2)
@@ -207,9 +206,10 @@ class World:
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PgCluster]:
     """A PostgreSQL cluster for this module's tests."""
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip(f"PostgreSQL binaries not in {PG_BIN}: apt-get install postgresql")
-    cluster = PgCluster()
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl not found: apt-get install postgresql")
+    cluster = PgCluster(bindir)
     try:
         cluster.start()
     except BaseException:

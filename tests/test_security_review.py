@@ -17,8 +17,8 @@ from server.app import create_app
 from server.db.engine import Database
 from server.provisioning import service
 from server.provisioning.service import ProvisioningError
-from server.provisioning.settings import ProvisioningSettings
 from server.settings import ServerSettings
+from server.settings.provisioning import ProvisioningSettings
 from tests.support import REPO
 from tests.test_registry import PgCluster, login, make_user, pg
 
@@ -137,18 +137,18 @@ def test_a_device_moved_to_another_hall_is_managed_by_its_new_hall_only(
     assert "k-move" not in {a["username"] for a in mgr_a.get("/api/provisioning/accounts").json()}
 
 
-def test_a_hall_manager_cannot_revoke_the_hall_bridge(app: TestClient) -> None:
-    """The bridge login of hall A is a service account: A's manager may not cut the link."""
+def test_a_hall_manager_cannot_revoke_the_hall_uplink(app: TestClient) -> None:
+    """The uplink login of hall A is a service account: A's manager may not cut the link."""
     with app.app.state.db.session() as s:  # type: ignore[attr-defined]
-        service.set_service_account(s, username="bridge-ha", role="bridge", hall="ha")
+        service.set_service_account(s, username="uplink-ha", role="uplink", hall="ha")
         s.commit()
     mgr_a = _as(app, "mgr-a")
-    assert mgr_a.post("/api/provisioning/devices/bridge-ha/revoke").status_code == 403
+    assert mgr_a.post("/api/provisioning/devices/uplink-ha/revoke").status_code == 403
     with app.app.state.db.session() as s:  # type: ignore[attr-defined]
-        assert not service.find_account(s, "bridge-ha").revoked
+        assert not service.find_account(s, "uplink-ha").revoked
 
 
-def test_broker_conf_with_bridge_password_is_private_even_over_an_existing_file(
+def test_broker_conf_with_uplink_password_is_private_even_over_an_existing_file(
     tmp_path: Path,
 ) -> None:
     """`windowrate broker conf --out` over a 0644 file must not leave the password readable."""
@@ -156,9 +156,9 @@ def test_broker_conf_with_bridge_password_is_private_even_over_an_existing_file(
     out.write_text("# old\n")
     out.chmod(0o644)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WR_")}
-    env["WR_BRIDGE_PASSWORD"] = "s3cret-bridge-pw"
+    env["WR_UPLINK_PASSWORD"] = "s3cret-uplink-pw"
     args = ["--pki-dir", str(tmp_path), "--auth-dir", str(tmp_path), "--out", str(out)]
-    args += ["--bridge-hall", "ha", "--central-host", "centre", "--bridge-user", "bridge-ha"]
+    args += ["--uplink-hall", "ha", "--central-host", "centre", "--uplink-user", "uplink-ha"]
     done = subprocess.run(
         [sys.executable, "-m", "windowrate", "broker", "conf", *args],
         env=env,
@@ -169,5 +169,5 @@ def test_broker_conf_with_bridge_password_is_private_even_over_an_existing_file(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "s3cret-bridge-pw" in out.read_text()
+    assert "s3cret-uplink-pw" in out.read_text()
     assert stat.S_IMODE(out.stat().st_mode) & 0o077 == 0

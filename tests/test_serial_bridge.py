@@ -19,15 +19,17 @@ import serial
 from pydantic import ValidationError
 
 from common.mqtt import MqttSettings
+from devstack.board_sim import BoardSimulator, LineNoise
 from devstack.services import Influxd, Mosquitto, die_with_parent
-from firmware_bridge.board_sim import BoardSimulator, LineNoise
-from firmware_bridge.bridge import STATE_FILE, Bridge, BridgeService
+from firmware_bridge.bridge import Bridge
+from firmware_bridge.dedup import STATE_FILE, STATE_FILES
 from firmware_bridge.firmware import main as fw
 from firmware_bridge.messages import AckStatus, Buzzer, Led, LedMode
-from firmware_bridge.settings import BridgeSettings, load_settings
-from kiosk.clock import SystemClock
-from kiosk.outbox import Outbox
-from kiosk.recorder import Identity, Recorder
+from firmware_bridge.service import BridgeService, terminal_spec
+from firmware_bridge.settings import BridgeSettings, SerialSettings, load_settings
+from kiosk.core.clock import SystemClock
+from kiosk.core.session import Refusal
+from kiosk.core.terminal import Terminal
 from protocol.messages import Command
 from tests.support import (
     CHILDREN,
@@ -43,41 +45,55 @@ NOISY = LineNoise(corrupt=0.05, drop=0.10)  # 5 % of bytes corrupted, 10 % of fr
 
 
 def settings_for(tmp: Path, link: Path, **changes: Any) -> BridgeSettings:
-    """Bridge settings for a test: fast timers, trusted clock, no repeat flag."""
-    values: dict[str, Any] = {
+    """Bridge settings for a test: fast timers, trusted clock, no repeat flag.
+
+    `changes` of the serial section (feedback_ms …) go there, the others to the root.
+    """
+    line: dict[str, Any] = {
         "port": str(link),
+        "heartbeat_s": 0.5,
+        "hello_retry_s": 0.3,
+        "reopen_min_s": 0.05,
+        "reopen_max_s": 0.5,
+    }
+    values: dict[str, Any] = {
         "hall": "h1",
         "device": "k-0001",
         "window": "a01",
         "data_dir": tmp / "bridge",
         "trust_wall_clock": True,
         "repeat_interval_s": 0,
-        "heartbeat_s": 0.5,
-        "hello_retry_s": 0.3,
-        "reopen_min_s": 0.05,
-        "reopen_max_s": 0.5,
     }
-    values.update(changes)
-    return BridgeSettings(**values)
+    for name, value in changes.items():
+        (line if name in SerialSettings.model_fields else values)[name] = value
+    return BridgeSettings(serial=SerialSettings(**line), **values)
 
 
 class Local:
-    """A bridge feeding an outbox with no broker behind it (the ACK path is all local)."""
+    """A bridge feeding its Terminal with no broker behind it (the ACK path is all local)."""
 
     def __init__(self, settings: BridgeSettings) -> None:
-        """Open the outbox and start the bridge."""
+        """Build the terminal (not connected) and start the bridge."""
         self.settings = settings
-        self.outbox = Outbox(Path(settings.data_dir) / "outbox.sqlite")
-        ident = Identity("h1", "k-0001", "a01", settings.scale)
-        self.recorder = Recorder(self.outbox, ident, SystemClock(trust_wall=True))
-        self.bridge = Bridge(settings, self.recorder, self.outbox)
+        self.terminal = Terminal(
+            terminal_spec(settings), clock=SystemClock(trust_wall=True), asks_reasons=False
+        )
+        self.outbox = self.terminal.outbox
+        self.recorder = self.terminal.recorder
+        self.state_path = self.terminal.state_dir / STATE_FILE
+        self.bridge = Bridge(settings, self.terminal)
         self.bridge.start()
 
     def restart(self) -> None:
         """Stop the bridge and start a new one on the same state (as a process restart)."""
         self.bridge.stop()
-        self.bridge = Bridge(self.settings, self.recorder, self.outbox)
+        self.terminal.outputs.remove(self.bridge)
+        self.bridge = Bridge(self.settings, self.terminal)
         self.bridge.start()
+
+    def cmd(self, name: str, **kw: Any) -> None:
+        """A command from the centre."""
+        self.terminal.command(Command(id=uuid.uuid4(), ts=int(time.time() * 1000), cmd=name, **kw))
 
     def drafts(self) -> list[dict[str, Any]]:
         """The recorded ratings in seq order."""
@@ -86,7 +102,7 @@ class Local:
     def close(self) -> None:
         """Stop the bridge and close the outbox."""
         self.bridge.stop()
-        self.outbox.close()
+        self.terminal.stop()
 
 
 @pytest.fixture
@@ -226,12 +242,12 @@ def test_crash_between_outbox_commit_and_state_commit(tmp_path: Path, link: Path
     local = Local(settings)
     local.bridge.stop()
     store = local.bridge.store
-    store = type(store)(Path(settings.data_dir) / STATE_FILE)
+    store = type(store)(local.state_path)
     store.begin("brd", 7, 1, local.outbox.last_seq())
     local.recorder.record(3, input="serial", prompted=False)  # committed; then the crash
     store.begin("brd", 8, 4, local.outbox.last_seq())  # about to record; crash before
     store.close()
-    bridge = Bridge(settings, local.recorder, local.outbox)  # recovers at start
+    bridge = Bridge(settings, local.terminal)  # recovers at start
     assert bridge.store.last("brd", 7) == 1
     assert bridge.store.last("brd", 8) == 0
     # advance() says whether it moved the mark (a HELLO's acked_through rarely should).
@@ -252,10 +268,11 @@ def test_state_lost_board_says_what_was_acked(tmp_path: Path, link: Path) -> Non
         board.press(level)
     assert board.wait_idle(10)
     local.bridge.stop()
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(Path(settings.data_dir) / STATE_FILE) + suffix).unlink(missing_ok=True)
+    for name in STATE_FILES:
+        (local.terminal.state_dir / name).unlink(missing_ok=True)
     board.press(2)  # number 4 of this boot, while the bridge is down
-    local.bridge = Bridge(settings, local.recorder, local.outbox)
+    local.terminal.outputs.remove(local.bridge)
+    local.bridge = Bridge(settings, local.terminal)
     local.bridge.start()
     assert board.wait_idle(10)
     assert [d["level"] for d in local.drafts()] == [5, 4, 3, 2]
@@ -293,7 +310,11 @@ def test_port_missing_exclusive_vanishing_and_back(tmp_path: Path, link: Path) -
 
 
 def test_feedback_refusals_commands_and_reboot(tmp_path: Path, link: Path) -> None:
-    """LED feedback, refusals blink and beep, pause/prompt/repeat, and a reboot's new press 1."""
+    """LED feedback, refusals blink and beep, pause/prompt/repeat, and a reboot's new press 1.
+
+    The board follows the touchscreen's rules (`KioskSession.press`): in `always` mode a press
+    within the repeat interval of the last one is flagged `x-repeat`, prompted or not.
+    """
     local = Local(settings_for(tmp_path, link, scale=3, repeat_interval_s=30, feedback_ms=700))
     board = BoardSimulator(link, seed=6, retry_s=0.05)  # 5 buttons on a 3-key window
     board.start()
@@ -304,32 +325,55 @@ def test_feedback_refusals_commands_and_reboot(tmp_path: Path, link: Path) -> No
         assert board.wait_idle(10)
         return board.log.acked[(board.boot, n or 0)]
 
-    def cmd(name: str, **kw: Any) -> None:
-        """A command from the centre."""
-        local.bridge.command(Command(id=uuid.uuid4(), ts=int(time.time() * 1000), cmd=name, **kw))
-
     assert press(3) is AckStatus.RECORDED
     wait_until(lambda: Led(3, LedMode.ON, 700) in board.log.leds, 5, what="LED 3 lit")
     assert press(5) is AckStatus.REJECTED  # no level 5 on a 3-key scale
     wait_until(lambda: Led(0, LedMode.BLINK, 700) in board.log.leds, 5, what="blink")
     wait_until(lambda: board.log.buzzes, 5, what="beep")
     assert isinstance(board.log.buzzes[0], Buzzer)
-    cmd("pause")
+    local.cmd("pause")
     assert press(2) is AckStatus.PAUSED
-    cmd("resume")
-    cmd("prompt", ticket="A0007", item="330100-001", staff="0457")
+    local.cmd("resume")
+    local.cmd("prompt", ticket="A0007", item="330100-001", staff="0457")
     assert press(1) is AckStatus.RECORDED
-    assert press(2) is AckStatus.RECORDED  # within the repeat interval, no prompt: flagged
+    assert press(2) is AckStatus.RECORDED  # within the repeat interval: flagged
     board.reboot()
     assert press(3) is AckStatus.RECORDED  # press 1 of the new boot
     drafts = local.drafts()
     assert [d["level"] for d in drafts] == [3, 1, 2, 3]
     assert {d["input"] for d in drafts} == {"serial"}
     assert drafts[1]["prompted"] is True and drafts[1]["ticket"] == "A0007"
-    assert drafts[1]["staff"] == "0457" and drafts[1]["reasons"] == []
+    assert drafts[1]["staff"] == "0457" and drafts[1]["reasons"] == ["x-repeat"]
     assert drafts[2]["prompted"] is False and drafts[2]["reasons"] == ["x-repeat"]
     events = [e.payload for e in local.outbox.pending_events(10, set())]
     assert any('"pause"' in e for e in events) and any('"prompt_shown"' in e for e in events)
+    local.close()
+    board.stop()
+
+
+def test_per_service_board_needs_a_prompt_like_the_touchscreen(tmp_path: Path, link: Path) -> None:
+    """per_service: a press without a prompt is refused (as a touch is); after `prompt`, taken."""
+    local = Local(settings_for(tmp_path, link, prompt_mode="per_service", feedback_ms=500))
+    board = BoardSimulator(link, seed=12, retry_s=0.05)
+    board.start()
+
+    def press(level: int) -> AckStatus:
+        """Press and wait for the board's ACK status."""
+        n = board.press(level)
+        assert board.wait_idle(10)
+        return board.log.acked[(board.boot, n or 0)]
+
+    assert press(4) is AckStatus.NO_PROMPT
+    wait_until(lambda: Led(0, LedMode.BLINK, 500) in board.log.leds, 5, what="refusal blink")
+    assert local.terminal.session.press(4, "touch").refusal is Refusal.NO_PROMPT  # same rule
+    assert local.outbox.last_seq() == 0
+    local.cmd("prompt", ticket="A0001", item="330100-001", staff="0457")
+    wait_until(lambda: Led(0, LedMode.BLINK, 60_000) in board.log.leds, 5, what="prompt blink")
+    assert press(5) is AckStatus.RECORDED
+    assert press(3) is AckStatus.NO_PROMPT  # the prompt was spent by the rating
+    (draft,) = local.drafts()
+    assert (draft["level"], draft["input"], draft["prompted"]) == (5, "serial", True)
+    assert (draft["ticket"], draft["staff"]) == ("A0001", "0457")
     local.close()
     board.stop()
 
@@ -495,12 +539,15 @@ def test_cli_bridge_and_simulate_serial(
 
 def test_settings_from_env_and_options(monkeypatch: pytest.MonkeyPatch) -> None:
     """WR_BRIDGE_* variables (nested with __) are read; command-line options override them."""
-    monkeypatch.setenv("WR_BRIDGE_PORT", "/dev/serial/by-id/usb-MicroPython_Board-if00")
+    monkeypatch.setenv("WR_BRIDGE_SERIAL__PORT", "/dev/serial/by-id/usb-MicroPython_Board-if00")
+    monkeypatch.setenv("WR_BRIDGE_SERIAL__FEEDBACK_MS", "500")
     monkeypatch.setenv("WR_BRIDGE_DEVICE", "k-0042")
     monkeypatch.setenv("WR_BRIDGE_HALL", "demo")
     monkeypatch.setenv("WR_BRIDGE_MQTT__HOST", "broker.hall")
     s = load_settings(hall="hz-civic", mqtt_port=1884, scale=None)
-    assert s.port.endswith("-if00") and s.device == "k-0042" and s.hall == "hz-civic"
+    assert s.serial.port.endswith("-if00") and s.device == "k-0042" and s.hall == "hz-civic"
+    assert s.serial.feedback_ms == 500
+    assert load_settings(port="/dev/ttyUSB3").serial.port == "/dev/ttyUSB3"
     assert s.mqtt.host == "broker.hall" and s.mqtt.port == 1884 and s.scale == 5
     with pytest.raises(ValidationError):
         load_settings(device="Bad Id")

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.outbox import Outbox
-from kiosk.recorder import Identity, Recorder
-from kiosk.session import KioskSession, Refusal, Screen
+from kiosk.core.outbox import Outbox
+from kiosk.core.recorder import Identity, Recorder
+from kiosk.core.session import KioskSession, Refusal, Screen
 from protocol.messages import FLAG_REPEAT, DeviceConfig, ReasonOption, StaffEntry
 
 

@@ -1,4 +1,4 @@
-"""The `windowrate` command and its subcommands."""
+"""The `windowrate` command and its subcommands (each imports its part only when it runs)."""
 
 import json
 import logging
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import click
 
-from common.mqtt import MqttSettings
-from server.scores.commands import bench_export, export_command, scores_group
-from windowrate import cli_security
+from windowrate.lazy import LazyGroup
+
+SECURITY = "windowrate.cli_security"
+SCORES = "server.scores.commands"
 
 
 def _stop_on_signals() -> threading.Event:
@@ -27,7 +28,16 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-@click.group()
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "device": f"{SECURITY}:device",
+        "broker": f"{SECURITY}:broker",
+        "pki": f"{SECURITY}:pki",
+        "export": f"{SCORES}:export_command",
+        "scores": f"{SCORES}:scores_group",
+    },
+)
 @click.option(
     "--log-level", default=lambda: os.environ.get("WR_LOG_LEVEL", "INFO"), show_default="INFO"
 )
@@ -97,12 +107,11 @@ def gateway_dead_letters(reason: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def gateway_gaps(as_json: bool) -> None:
     """Scan InfluxDB now for devices whose seq sequence has holes or repeats."""
-    from gateway.gaps import InfluxQuery, scan
+    from gateway.gaps import open_client, scan
     from gateway.settings import get_settings
 
-    query = InfluxQuery(get_settings().influx)
-    found = scan(query)
-    query.close()
+    with open_client(get_settings().influx) as client:
+        found = scan(client)
     rows = [
         {
             "hall": d.hall,
@@ -169,6 +178,7 @@ def simulate(
     credentials: Path | None,
 ) -> None:
     """Run virtual kiosks, each with its own outbox and MQTT connection."""
+    from common.mqtt import MqttSettings
     from devstack.simulator import SimulationSpec, run_simulation
 
     stop = _stop_on_signals()
@@ -185,7 +195,7 @@ def simulate(
         credentials=json.loads(credentials.read_text()) if credentials else {},
     )
     if serial:
-        from firmware_bridge.board_sim import run_serial_simulation
+        from devstack.simulator import run_serial_simulation
 
         ok = run_serial_simulation(spec, stop)
     else:
@@ -217,7 +227,7 @@ def bridge(
     """Feed a serial button board into the kiosk core (options override WR_BRIDGE_* variables)."""
     from pydantic import ValidationError
 
-    from firmware_bridge.bridge import run_bridge
+    from firmware_bridge.service import run_bridge
     from firmware_bridge.settings import load_settings
 
     try:
@@ -322,25 +332,24 @@ def up(
     stack.stop()
 
 
-@main.group("kiosk", invoke_without_command=True)
+@main.group(
+    "kiosk",
+    cls=LazyGroup,
+    lazy={"provision": f"{SECURITY}:kiosk_provision"},
+    invoke_without_command=True,
+)
 @click.pass_context
 def kiosk_command(ctx: click.Context) -> None:
     """Run the touchscreen terminal (WR_KIOSK_* variables, then the setup screen's setup.json)."""
     if ctx.invoked_subcommand is not None:
         return
-    from kiosk.local_setup import effective
+    from kiosk.core.local_setup import effective
     from kiosk.main import run
     from kiosk.settings import get_settings
 
     if run(effective(get_settings())):
         logging.getLogger(__name__).warning("restarting the kiosk with its new setup")
         os.execv(sys.executable, [sys.executable, "-m", "windowrate", *sys.argv[1:]])
-
-
-kiosk_command.add_command(cli_security.kiosk_provision)
-main.add_command(cli_security.device)
-main.add_command(cli_security.broker)
-main.add_command(cli_security.pki)
 
 
 @main.group()
@@ -394,6 +403,26 @@ def bench_board(
     click.echo(json.dumps({k: result[k] for k in ("p50_ms", "p99_ms", "page_load_ms")}))
 
 
-main.add_command(export_command)
-main.add_command(scores_group)
-bench.add_command(bench_export)
+@bench.command("export")
+@click.option("--windows", default=1000, show_default=True)
+@click.option("--days", default=365, show_default=True)
+@click.option("--raw-days", default=2, show_default=True, help="Days kept raw in InfluxDB.")
+@click.option("--json", "as_json", is_flag=True, help="Only JSON lines on stdout.")
+def bench_export(windows: int, days: int, raw_days: int, as_json: bool) -> None:
+    """A year of 1,000 windows (rollups plus raw days in a real influxd): export seconds."""
+    from bench.export import run_bench
+
+    result = run_bench(windows=windows, days=days, raw_days=raw_days)
+    click.echo(json.dumps(result))
+    summary = {k: result[k] for k in ("windows", "ratings", "seconds")}
+    click.echo(json.dumps(summary))
+
+
+@bench.command("lineproto")
+@click.option("--points", default=100_000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Only JSON lines on stdout (always so).")
+def bench_lineproto(points: int, as_json: bool) -> None:
+    """Line protocol: the gateway's hand-written lines against influxdb_client's Point."""
+    from bench.lineproto import run_bench
+
+    click.echo(json.dumps(run_bench(points=points)))

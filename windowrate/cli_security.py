@@ -117,9 +117,9 @@ def broker() -> None:
 
 
 @broker.command("account")
-@click.option("--role", type=click.Choice(["gateway", "server", "bridge"]), required=True)
+@click.option("--role", type=click.Choice(["gateway", "server", "uplink"]), required=True)
 @click.option("--username", required=True, help="MQTT user name.")
-@click.option("--hall", default=None, help="The hall of a bridge account.")
+@click.option("--hall", default=None, help="The hall of an uplink account.")
 @click.option("--json", "as_json", is_flag=True, help='Print {"username": …, "password": …}.')
 def broker_account(role: str, username: str, hall: str | None, as_json: bool) -> None:
     """Create or re-key a service login; the new password is printed only now."""
@@ -183,7 +183,7 @@ def pki_init(directory: Path, hosts: tuple[str, ...], name: str) -> None:
 @click.option("--fingerprint", required=True, help="Hall CA fingerprint (≥ 16 hex digits).")
 def kiosk_provision(url: str, code: str, fingerprint: str) -> None:
     """Redeem a provisioning code and save this kiosk's setup (then start `windowrate kiosk`)."""
-    from kiosk.provision import ProvisionError, Ticket, redeem
+    from kiosk.core.provision import ProvisionError, Ticket, redeem
     from kiosk.settings import get_settings
 
     data_dir = Path(get_settings().data_dir)
@@ -200,10 +200,10 @@ def kiosk_provision(url: str, code: str, fingerprint: str) -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("/var/lib/mosquitto"))
 @click.option("--plain-port", default=1883, show_default=True, help="Loopback only.")
 @click.option("--tls-port", default=8883, show_default=True)
-@click.option("--bridge-hall", default=None, help="Hall broker: bridge this hall to the centre.")
-@click.option("--central-host", default=None, help="Central broker host (with --bridge-hall).")
+@click.option("--uplink-hall", default=None, help="Hall broker: link this hall to the centre.")
+@click.option("--central-host", default=None, help="Central broker host (with --uplink-hall).")
 @click.option("--central-port", default=8883, show_default=True)
-@click.option("--bridge-user", default=None, help="Bridge login at the centre.")
+@click.option("--uplink-user", default=None, help="Uplink login at the centre.")
 @click.option("--central-ca", type=click.Path(path_type=Path), default=None)
 @click.option("--user", default="mosquitto", show_default=True, help="User the broker runs as.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="File to write.")
@@ -213,33 +213,33 @@ def broker_conf(
     data_dir: Path,
     plain_port: int,
     tls_port: int,
-    bridge_hall: str | None,
+    uplink_hall: str | None,
     central_host: str | None,
     central_port: int,
-    bridge_user: str | None,
+    uplink_user: str | None,
     central_ca: Path | None,
     user: str,
     out: Path,
 ) -> None:
-    """Write mosquitto.conf for a hall or central broker (bridge password: WR_BRIDGE_PASSWORD)."""
+    """Write mosquitto.conf for a hall or central broker (uplink password: WR_UPLINK_PASSWORD)."""
     import os
 
     from pydantic import SecretStr, ValidationError
 
     from server.broker.conf import BrokerConf, render
-    from server.broker.uplink import BridgeSettings
+    from server.broker.uplink import UplinkSettings
 
     try:
-        bridge = None
-        if bridge_hall is not None:
+        uplink = None
+        if uplink_hall is not None:
             if central_host is None:
-                raise click.ClickException("--bridge-hall needs --central-host")
-            pw = os.environ.get("WR_BRIDGE_PASSWORD")
-            bridge = BridgeSettings(
-                hall=bridge_hall,
+                raise click.ClickException("--uplink-hall needs --central-host")
+            pw = os.environ.get("WR_UPLINK_PASSWORD")
+            uplink = UplinkSettings(
+                hall=uplink_hall,
                 central_host=central_host,
                 central_port=central_port,
-                username=bridge_user,
+                username=uplink_user,
                 password=SecretStr(pw) if pw else None,
                 ca_file=central_ca,
             )
@@ -249,13 +249,13 @@ def broker_conf(
             pki_dir=pki_dir,
             auth_dir=auth_dir,
             data_dir=data_dir,
-            bridge=bridge,
+            uplink=uplink,
             user=user,
         )
     except ValidationError as exc:
         raise click.ClickException(str(exc)) from exc
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise (the bridge password)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise (the uplink password)
     with os.fdopen(fd, "w") as f:
         f.write(render(conf))
     click.echo(f"wrote {out}", err=True)

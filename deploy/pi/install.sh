@@ -200,7 +200,7 @@ if [ ! -f "$ENV_FILE" ]; then
     -e "s|^WR_KIOSK_MQTT__HOST=.*|WR_KIOSK_MQTT__HOST=$BROKER_HOST|" \
     -e "s|^WR_KIOSK_MQTT__PORT=.*|WR_KIOSK_MQTT__PORT=$BROKER_PORT|" \
     -e "s|^# WR_KIOSK_MQTT__USERNAME=.*|# WR_KIOSK_MQTT__USERNAME=$DEVICE|" \
-    "$PI_DIR/kiosk.env.sample" >"$TMP/kiosk.env"
+    "$REPO/kiosk/kiosk.env.sample" >"$TMP/kiosk.env"
   for line in "WR_KIOSK_HALL=$HALL" "WR_KIOSK_DEVICE=$DEVICE" \
     "WR_KIOSK_MQTT__HOST=$BROKER_HOST" "WR_KIOSK_MQTT__PORT=$BROKER_PORT"; do
     grep -qxF "$line" "$TMP/kiosk.env" || die "kiosk.env.sample has no line for ${line%%=*}"

@@ -1,9 +1,7 @@
 """The Kivy app of the terminal: draws the session's view, forwards touches, keys and timers."""
 
-import hmac
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,27 +14,26 @@ from kivy.metrics import mm
 from kivy.uix.floatlayout import FloatLayout
 from kivy.uix.screenmanager import NoTransition, ScreenManager
 
-from kiosk import local_setup
-from kiosk.local_setup import FIELDS, SetupForm
-from kiosk.main import Kiosk
-from kiosk.session import Screen
+from kiosk.core.badge import BadgeReader
+from kiosk.core.local_setup import SetupForm
+from kiosk.core.session import Screen
+from kiosk.core.setup import Note
+from kiosk.device import Kiosk
 from kiosk.ui import theme
 from kiosk.ui.i18n import tr
-from kiosk.ui.screens import SCREENS, KioskScreen, ReasonsScreen
-from kiosk.ui.widgets import Badge, Keypad, Targets, TextEntry
+from kiosk.ui.keyboards import Keypad, TextEntry
+from kiosk.ui.screen_base import KioskScreen
+from kiosk.ui.screens import SCREENS, ReasonsScreen
+from kiosk.ui.widgets import Badge, Targets
 
 log = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
-BADGE_GAP_S = 1.0  # a badge reader types a whole number faster than this between keys
 OFFLINE_GRACE_S = 3.0  # no offline badge while the first connection is still being made
-SETUP_IDLE_S = 120.0  # the setup screen closes by itself
-_DIGIT_KEYS = {**{48 + d: str(d) for d in range(10)}, **{256 + d: str(d) for d in range(10)}}
-_ENTER_KEYS = (13, 271)
 
 
 class KioskApp(App):  # type: ignore[misc]
-    """The touchscreen of one terminal; all behaviour lives in `KioskSession`."""
+    """The touchscreen of one terminal; behaviour lives in the Terminal and SetupController."""
 
     title = "WindowRate"
 
@@ -44,31 +41,42 @@ class KioskApp(App):  # type: ignore[misc]
         """Create the app for `kiosk` (call `run()` to open the window)."""
         super().__init__(**kwargs)
         self.kiosk = kiosk
-        self.session = kiosk.session
+        self.terminal = kiosk.terminal
+        self.setup = kiosk.setup
+        self.session = kiosk.terminal.session
         self.tick_s = tick_s
         self.targets: Targets = {}
         self.screen_history: list[str] = []
         self.unit = 1.0
-        self.setup_enabled = kiosk.settings.setup_pin is not None
+        self.setup_enabled = self.setup.enabled
         self.touch_enabled = kiosk.settings.touch
         self.screens: dict[str, KioskScreen] = {}
         self.keypad: Keypad | None = None
         self.redraw_pending = False
-        self.setup_open = False
-        self.setup_form: SetupForm | None = None
         self.entry: TextEntry | None = None
-        self.restart_requested = False
-        self._setup_note = ""
-        self._setup_since = 0.0
+        self.badge_reader = BadgeReader()
         self._shown: str | None = None
         self._lang = self.session.view().language
         self._reasons_deadline = 0.0
         self._identify = False
         self._blink_on = False
-        self._badge_digits = ""
-        self._badge_last = 0.0
         self._started = time.monotonic()
-        kiosk.dispatch = self.call_soon
+        self.terminal.dispatch = self.call_soon
+
+    @property
+    def setup_open(self) -> bool:
+        """True while the setup form is shown."""
+        return self.setup.is_open
+
+    @property
+    def setup_form(self) -> SetupForm | None:
+        """The setup form being edited."""
+        return self.setup.form
+
+    @property
+    def restart_requested(self) -> bool:
+        """True once a saved setup or provisioning asks for a fresh start."""
+        return self.setup.restart_requested
 
     # --- thread-safe entry points ---
 
@@ -125,7 +133,7 @@ class KioskApp(App):  # type: ignore[misc]
         Clock.schedule_interval(self._blink, 0.35)
         Clock.schedule_interval(self._reasons_tick, 0.25)
         Window.bind(on_key_down=self._on_key_down)
-        self.kiosk.play = self._play
+        self.kiosk.peripherals.play = self._play
         self.kiosk.start()
         self.redraw()
         Clock.schedule_once(self._check_key_size, 2.0)
@@ -193,14 +201,14 @@ class KioskApp(App):  # type: ignore[misc]
     def _each_second(self, _dt: float) -> None:
         """Refresh the offline badge and close an idle setup screen."""
         self._refresh_badge()
-        if self.setup_open and time.monotonic() - self._setup_since > SETUP_IDLE_S:
+        if self.setup.idle():
             self.close_setup()
 
     def _refresh_badge(self) -> None:
         """Show "离线 · n 条待发送" while the broker is unreachable."""
-        offline = not self.kiosk.connected and time.monotonic() - self._started > OFFLINE_GRACE_S
+        offline = not self.terminal.connected and time.monotonic() - self._started > OFFLINE_GRACE_S
         if offline:
-            self.badge.text = tr(self._lang, "offline", n=self.kiosk.outbox.backlog())
+            self.badge.text = tr(self._lang, "offline", n=self.terminal.outbox.backlog())
         self.badge.opacity = 1 if offline else 0
 
     @property
@@ -225,9 +233,7 @@ class KioskApp(App):  # type: ignore[misc]
 
     def rate(self, level: int) -> None:
         """A rating key was touched."""
-        result = self.session.press(level, "touch")
-        if not result.accepted:
-            log.info("touch on level %d refused: %s", level, result.refusal)
+        self.terminal.press(level, "touch")
 
     def submit_reasons(self, codes: list[str]) -> None:
         """The person confirmed the follow-up reasons (possibly none)."""
@@ -238,7 +244,7 @@ class KioskApp(App):  # type: ignore[misc]
         if staff is None or not _SAFE_NAME.fullmatch(staff):  # staff numbers become file names
             return None
         for ext in ("png", "jpg", "jpeg"):
-            path = self.kiosk.data_dir / "photos" / f"{staff}.{ext}"
+            path = self.terminal.data_dir / "photos" / f"{staff}.{ext}"
             if path.is_file():
                 return str(path)
         return None
@@ -272,9 +278,8 @@ class KioskApp(App):  # type: ignore[misc]
 
     def _keypad_login(self, staff: str) -> str | None:
         """Log in from the keypad; return an error text to show, or None."""
-        if not self.kiosk.staff_known(staff):
+        if not self.terminal.login(staff):
             return tr(self._lang, "unknown_staff")
-        self.session.login(staff)
         return None
 
     def open_setup(self) -> None:
@@ -293,14 +298,8 @@ class KioskApp(App):  # type: ignore[misc]
 
     def _check_pin(self, pin: str) -> str | None:
         """Open the setup screen if `pin` is right."""
-        secret = self.kiosk.settings.setup_pin
-        if secret is None or not hmac.compare_digest(pin, secret.get_secret_value()):
-            log.warning("wrong setup PIN entered")
+        if not self.setup.check_pin(pin):
             return tr(self._lang, "wrong_pin")
-        self.setup_open = True
-        self._setup_since = time.monotonic()
-        self.setup_form = SetupForm.from_settings(self.kiosk.settings, self.kiosk.outbox.backlog())
-        self._setup_note = ""
         Clock.schedule_once(self.redraw, 0)
         return None
 
@@ -308,8 +307,7 @@ class KioskApp(App):  # type: ignore[misc]
         """Leave the setup screen, dropping unsaved edits."""
         if self.entry is not None:
             self.entry.close()
-        self.setup_open = False
-        self.setup_form = None
+        self.setup.close()
         self.redraw()
 
     def edit_setup_field(self, name: str) -> None:
@@ -317,13 +315,11 @@ class KioskApp(App):  # type: ignore[misc]
         form = self.setup_form
         if form is None:
             return
-        self._setup_since = time.monotonic()
+        self.setup.touch()
         lang = self._lang
 
         def done(text: str) -> None:
-            form.set(name, text)
-            self._setup_note = ""
-            self._setup_since = time.monotonic()
+            self.setup.edit(name, text)
             self.redraw()
 
         self._open_entry(
@@ -340,14 +336,10 @@ class KioskApp(App):  # type: ignore[misc]
 
     def open_provisioning(self) -> None:
         """Ask for a provisioning code; redeem it in the background, then restart."""
-        form = self.setup_form
-        if form is None:
+        if self.setup_form is None:
             return
-        self._setup_since = time.monotonic()
         lang = self._lang
-        backlog = self.kiosk.outbox.backlog()
-        if backlog:
-            self._setup_note = tr(lang, "setup_err_backlog", n=backlog)
+        if not self.setup.may_provision():
             self.redraw()
             return
         self._open_entry(
@@ -364,76 +356,35 @@ class KioskApp(App):  # type: ignore[misc]
 
     def _provision(self, text: str) -> None:
         """Redeem the code off the UI thread (network), then report and restart."""
-        from kiosk.provision import ProvisionError, Ticket, redeem
-
-        lang = self._lang
-        self._setup_note = tr(lang, "provision_busy")
+        self.setup.provision(text, self._provisioned)
         self.redraw()
-        data_dir = self.kiosk.data_dir
 
-        def work() -> None:
-            try:
-                setup = redeem(Ticket.parse(text), data_dir)
-            except ProvisionError as exc:
-                log.warning("provisioning failed: %s", exc)
-                note = tr(lang, "provision_failed", error=str(exc))
-                self.call_soon(lambda: self._provisioned(note, restart=False))
-                return
-            note = tr(lang, "provision_done", hall=setup.hall, device=setup.device)
-            self.call_soon(lambda: self._provisioned(note, restart=True))
-
-        threading.Thread(target=work, name="provision", daemon=True).start()
-
-    def _provisioned(self, note: str, *, restart: bool) -> None:
+    def _provisioned(self, restart: bool) -> None:
         """Show the outcome; restart into the new setup after success."""
-        self._setup_note = note
-        self._setup_since = time.monotonic()
         self.redraw()
         if restart:
-            self.restart_requested = True
             Clock.schedule_once(lambda _dt: self.stop(), 0.8)
 
     def save_setup(self) -> None:
         """Check the form; save setup.json and restart, or show what to fix."""
-        form = self.setup_form
-        if form is None:
-            return
-        self._setup_since = time.monotonic()
-        form.backlog = self.kiosk.outbox.backlog()
-        setup = form.check()
-        if setup is None:
-            log.warning("setup not saved: %s", form.errors)
-            self.redraw()
-            return
-        try:
-            local_setup.save(self.kiosk.data_dir, setup)
-        except OSError as exc:
-            log.exception("cannot save the setup")
-            self._setup_note = tr(self._lang, "setup_err_save", error=exc.strerror or exc)
-            self.redraw()
-            return
-        log.warning(
-            "setup saved: hall %s, device %s, broker %s:%d; restarting",
-            setup.hall,
-            setup.device,
-            setup.host,
-            setup.port,
-        )
-        self._setup_note = tr(self._lang, "setup_saved")
+        saved = self.setup.save()
         self.redraw()
-        self.restart_requested = True
-        Clock.schedule_once(lambda _dt: self.stop(), 0.3)
+        if saved:
+            Clock.schedule_once(lambda _dt: self.stop(), 0.3)
 
     def setup_message(self, lang: str) -> str:
         """The first error of the form, or the save's outcome."""
-        form = self.setup_form
-        if form is not None:
-            for name in FIELDS:
-                key = form.errors.get(name)
-                if key is not None:
-                    text = tr(lang, key, n=form.backlog)
-                    return f"{tr(lang, f'setup_{name}')}: {text}"
-        return self._setup_note or tr(lang, "setup_edit_hint")
+        error = self.setup.first_error()
+        if error is not None:
+            name, why = error
+            return f"{tr(lang, f'setup_{name}')}: {self._note(lang, why)}"
+        note = self.setup.note
+        return self._note(lang, note) if note is not None else tr(lang, "setup_edit_hint")
+
+    @staticmethod
+    def _note(lang: str, note: Note) -> str:
+        """A setup note in `lang`."""
+        return tr(lang, note.key, **note.values)
 
     def _open_entry(self, entry: TextEntry) -> None:
         """Show the on-screen keyboard on top of everything."""
@@ -451,13 +402,13 @@ class KioskApp(App):  # type: ignore[misc]
     def setup_rows(self, lang: str) -> list[tuple[str, str]]:
         """Window, connection, backlog, last seq, mode, scale (identity and broker are the form)."""
         view = self.session.view()
-        state = "setup_connected" if self.kiosk.connected else "setup_disconnected"
+        state = "setup_connected" if self.terminal.connected else "setup_disconnected"
         tls = " (TLS)" if self.kiosk.settings.mqtt.tls_ca else ""
         return [
             (tr(lang, "setup_window"), view.window),
             (tr(lang, "setup_state"), tr(lang, state) + tls),
-            (tr(lang, "setup_backlog"), str(self.kiosk.outbox.backlog())),
-            (tr(lang, "setup_seq"), str(self.kiosk.outbox.last_seq())),
+            (tr(lang, "setup_backlog"), str(self.terminal.outbox.backlog())),
+            (tr(lang, "setup_seq"), str(self.terminal.outbox.last_seq())),
             (tr(lang, "setup_mode"), tr(lang, f"mode_{self.session.config.prompt_mode}")),
             (tr(lang, "setup_scale"), str(view.scale)),
         ]
@@ -479,26 +430,15 @@ class KioskApp(App):  # type: ignore[misc]
         """A badge reader types the staff number and Enter: log that clerk in."""
         if self.setup_open:  # a maintenance keyboard types into the setup form
             return False
-        now = time.monotonic()
-        if now - self._badge_last > BADGE_GAP_S:
-            self._badge_digits = ""
-        self._badge_last = now
-        if key in _DIGIT_KEYS:
-            self._badge_digits = (self._badge_digits + _DIGIT_KEYS[key])[-32:]
-            return True
-        if key in _ENTER_KEYS:
-            staff, self._badge_digits = self._badge_digits, ""
-            if staff:
-                self.badge_login(staff)
-            return True
-        return False
+        taken, staff = self.badge_reader.key(key)
+        if staff is not None:
+            self.badge_login(staff)
+        return taken
 
     def badge_login(self, staff: str) -> None:
         """Log in the clerk whose badge was read."""
-        if not self.kiosk.staff_known(staff):
-            log.warning("badge %s is not on this window's staff list", staff)
+        if not self.terminal.login(staff):
             return
         log.info("badge login %s", staff)
-        self.session.login(staff)
         if self.keypad is not None:
             self.keypad.close()

@@ -1,7 +1,7 @@
 """The kiosk's screens; each draws a `View` and forwards touches to the app (no logic here)."""
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 from kivy.graphics import Color, RoundedRectangle
 from kivy.uix.anchorlayout import AnchorLayout
@@ -9,73 +9,17 @@ from kivy.uix.boxlayout import BoxLayout
 from kivy.uix.gridlayout import GridLayout
 from kivy.uix.image import Image
 from kivy.uix.label import Label
-from kivy.uix.screenmanager import Screen
 from kivy.uix.widget import Widget
 
-from kiosk.local_setup import FIELDS, SetupForm
-from kiosk.session import View
+from kiosk.core.session import View
 from kiosk.ui import theme
 from kiosk.ui.i18n import tr
-from kiosk.ui.widgets import BigButton, Face, Filled, RatingButton, ReasonToggle, Targets
+from kiosk.ui.screen_base import KioskScreen, Ui, wrapped_label
+from kiosk.ui.setup_screen import SetupScreen
+from kiosk.ui.widgets import BigButton, Face, Filled, RatingButton, ReasonToggle
 from protocol.scales import level_label
 
 log = logging.getLogger(__name__)
-
-
-class Ui(Protocol):
-    """What the screens need from the app."""
-
-    unit: float
-    targets: Targets
-    setup_enabled: bool
-    touch_enabled: bool
-    setup_form: SetupForm | None
-
-    def rate(self, level: int) -> None:
-        """A rating key was touched."""
-
-    def submit_reasons(self, codes: list[str]) -> None:
-        """The person confirmed the follow-up reasons."""
-
-    def open_staff_keypad(self) -> None:
-        """Open the clerk's login keypad."""
-
-    def open_setup(self) -> None:
-        """Ask for the setup PIN."""
-
-    def close_setup(self) -> None:
-        """Leave the setup screen."""
-
-    def setup_rows(self, lang: str) -> list[tuple[str, str]]:
-        """The lines of the setup screen."""
-
-    def edit_setup_field(self, name: str) -> None:
-        """Open the on-screen keyboard for one setup field."""
-
-    def open_provisioning(self) -> None:
-        """Ask for a provisioning code (typed, or scanned by a reader that types)."""
-
-    def save_setup(self) -> None:
-        """Check and save the setup form, then restart."""
-
-    def setup_message(self, lang: str) -> str:
-        """The error or progress line under the setup form."""
-
-    def reasons_left_s(self) -> float:
-        """Seconds until the reasons screen submits by itself."""
-
-    def staff_photo(self, staff: str | None) -> str | None:
-        """Path of the clerk's photo, when one is provisioned for this staff number."""
-
-
-def _label(text: str = "", **kwargs: Any) -> Label:
-    """A label that wraps inside its box."""
-    kwargs.setdefault("color", theme.INK)
-    kwargs.setdefault("halign", "center")
-    kwargs.setdefault("valign", "middle")
-    lbl = Label(text=text, **kwargs)
-    lbl.bind(size=lambda w, size: setattr(w, "text_size", (size[0], size[1])))
-    return lbl
 
 
 def _window_title(view: View) -> str:
@@ -111,8 +55,8 @@ class Header(Filled):
             spacing=u * 12,
             bg=list(theme.HEADER),
         )
-        self.window = _label(color=theme.WHITE, font_size=u * 26, halign="left", max_lines=1)
-        self.clerk = _label(color=theme.WHITE, font_size=u * 22, halign="right", max_lines=1)
+        self.window = wrapped_label(color=theme.WHITE, font_size=u * 26, halign="left", max_lines=1)
+        self.clerk = wrapped_label(color=theme.WHITE, font_size=u * 22, halign="right", max_lines=1)
         for lbl in (self.window, self.clerk):
             lbl.shorten, lbl.shorten_from = True, "right"
         self.add_widget(self.window)
@@ -142,21 +86,6 @@ class Header(Filled):
             self.setup.text = tr(view.language, "setup_button")
 
 
-class KioskScreen(Screen):  # type: ignore[misc]
-    """Base of the screens: a painted background and an `update(view)`."""
-
-    screen_name = ""
-
-    def __init__(self, ui: Ui) -> None:
-        """Create the screen named `screen_name`."""
-        super().__init__(name=self.screen_name)
-        self.ui = ui
-
-    def update(self, view: View) -> None:
-        """Draw `view`."""
-        raise NotImplementedError
-
-
 class WelcomeScreen(KioskScreen):
     """Idle screen of per-service mode: window, clerk and the invitation to rate."""
 
@@ -170,8 +99,8 @@ class WelcomeScreen(KioskScreen):
         self.header = Header(ui, self.screen_name)
         root.add_widget(self.header)
         body = BoxLayout(orientation="vertical", padding=[u * 40, u * 24], spacing=u * 10)
-        self.window = _label(font_size=u * 64, bold=True, size_hint_y=1.3)
-        self.window_name = _label(font_size=u * 40, color=theme.MUTED)
+        self.window = wrapped_label(font_size=u * 64, bold=True, size_hint_y=1.3)
+        self.window_name = wrapped_label(font_size=u * 40, color=theme.MUTED)
         # One line, as wide as its text (a wrapping label would shrink with its own width).
         self.clerk = Label(font_size=u * 34, color=theme.INK, size_hint_x=None)
         self.clerk.bind(texture_size=lambda w, ts: setattr(w, "width", ts[0]))
@@ -183,8 +112,10 @@ class WelcomeScreen(KioskScreen):
             w.bind(width=self._fit_pair)
         clerk_row = AnchorLayout(anchor_x="center", size_hint_y=1.6)
         clerk_row.add_widget(self._pair)
-        self.invite = _label(font_size=u * 48, bold=True, color=theme.HEADER, size_hint_y=1.4)
-        self.hint = _label(font_size=u * 24, color=theme.MUTED, size_hint_y=0.7)
+        self.invite = wrapped_label(
+            font_size=u * 48, bold=True, color=theme.HEADER, size_hint_y=1.4
+        )
+        self.hint = wrapped_label(font_size=u * 24, color=theme.MUTED, size_hint_y=0.7)
         for w in (self.window, self.window_name, clerk_row, self.invite, self.hint):
             body.add_widget(w)
         root.add_widget(body)
@@ -223,7 +154,7 @@ class RatingScreen(KioskScreen):
         root = Filled(orientation="vertical")
         self.header = Header(ui, self.screen_name)
         root.add_widget(self.header)
-        self.title = _label(font_size=u * 42, bold=True, size_hint_y=None, height=u * 96)
+        self.title = wrapped_label(font_size=u * 42, bold=True, size_hint_y=None, height=u * 96)
         root.add_widget(self.title)
         self.keys = BoxLayout(padding=[u * 20, u * 6, u * 20, u * 50], spacing=u * 16)
         root.add_widget(self.keys)
@@ -275,12 +206,12 @@ class ReasonsScreen(KioskScreen):
         super().__init__(ui)
         u = ui.unit
         root = Filled(orientation="vertical", padding=[u * 24, u * 16], spacing=u * 14)
-        self.title = _label(font_size=u * 38, bold=True, size_hint_y=None, height=u * 70)
+        self.title = wrapped_label(font_size=u * 38, bold=True, size_hint_y=None, height=u * 70)
         root.add_widget(self.title)
         self.grid = GridLayout(cols=2, spacing=u * 14)
         root.add_widget(self.grid)
         bottom = BoxLayout(size_hint_y=None, height=u * 96, spacing=u * 20)
-        self.countdown = _label(font_size=u * 26, color=theme.MUTED)
+        self.countdown = wrapped_label(font_size=u * 26, color=theme.MUTED)
         self.confirm = BigButton(
             text="",
             font_size=u * 36,
@@ -356,8 +287,8 @@ class ThanksScreen(KioskScreen):
         face.set_shape(theme.FaceShape(mood=1.0, open_mouth=True))
         holder.add_widget(face)
         root.add_widget(holder)
-        self.text = _label(font_size=u * 64, bold=True)
-        self.hint = _label(font_size=u * 28, color=theme.MUTED, size_hint_y=0.5)
+        self.text = wrapped_label(font_size=u * 64, bold=True)
+        self.hint = wrapped_label(font_size=u * 28, color=theme.MUTED, size_hint_y=0.5)
         root.add_widget(self.text)
         root.add_widget(self.hint)
         self.add_widget(root)
@@ -403,9 +334,9 @@ class PausedScreen(KioskScreen):
         holder = AnchorLayout(size_hint_y=1.2)
         holder.add_widget(PauseIcon(size_hint=(None, None), size=(u * 130, u * 150)))
         root.add_widget(holder)
-        self.window = _label(font_size=u * 32, color=theme.MUTED, size_hint_y=0.5)
-        self.text = _label(font_size=u * 88, bold=True)
-        self.hint = _label(font_size=u * 32, color=theme.MUTED, size_hint_y=0.6)
+        self.window = wrapped_label(font_size=u * 32, color=theme.MUTED, size_hint_y=0.5)
+        self.text = wrapped_label(font_size=u * 88, bold=True)
+        self.hint = wrapped_label(font_size=u * 32, color=theme.MUTED, size_hint_y=0.6)
         for w in (self.text, self.window, self.hint):
             root.add_widget(w)
         self.add_widget(root)
@@ -415,85 +346,6 @@ class PausedScreen(KioskScreen):
         self.text.text = tr(view.language, "paused")
         self.window.text = _window_title(view)
         self.hint.text = tr(view.language, "paused_hint")
-
-
-class SetupScreen(KioskScreen):
-    """Device state on the left; hall, device, broker and login to edit on the right."""
-
-    screen_name = "setup"
-
-    def __init__(self, ui: Ui) -> None:
-        """Build the screen."""
-        super().__init__(ui)
-        u = ui.unit
-        root = Filled(orientation="vertical", padding=[u * 32, u * 16], spacing=u * 10)
-        self.title = _label(font_size=u * 34, bold=True, size_hint_y=None, height=u * 52)
-        root.add_widget(self.title)
-        body = BoxLayout(spacing=u * 28)
-        self.info = GridLayout(cols=2, spacing=[u * 16, u * 2], size_hint_x=0.42)
-        self.form = GridLayout(cols=2, spacing=[u * 12, u * 8], size_hint_x=0.58)
-        self.fields: dict[str, BigButton] = {}
-        self.field_labels: dict[str, Label] = {}
-        for name in FIELDS:
-            key = _label(font_size=u * 22, color=theme.MUTED, halign="right", size_hint_x=0.38)
-            btn = BigButton(text="", font_size=u * 24, radius=u * 10, size_hint_x=0.62)
-            btn.bind(on_press=lambda _b, n=name: self.ui.edit_setup_field(n))
-            ui.targets[f"setup.{name}"] = btn
-            self.fields[name] = btn
-            self.field_labels[name] = key
-            self.form.add_widget(key)
-            self.form.add_widget(btn)
-        body.add_widget(self.info)
-        body.add_widget(self.form)
-        root.add_widget(body)
-        self.message = _label(
-            font_size=u * 22,
-            color=theme.OKABE_ITO["vermillion"],
-            size_hint_y=None,
-            height=u * 56,
-        )
-        root.add_widget(self.message)
-        row = BoxLayout(size_hint_y=None, height=u * 80, spacing=u * 20, padding=[u * 40, 0])
-        self.provision = BigButton(text="", font_size=u * 26, radius=u * 12)
-        self.provision.bind(on_press=lambda _b: self.ui.open_provisioning())
-        ui.targets["setup.provision"] = self.provision
-        row.add_widget(self.provision)
-        self.save = BigButton(text="", font_size=u * 28, radius=u * 12)
-        self.save.bg = list(theme.CONFIRM)
-        self.save.color = theme.WHITE
-        self.save.bind(on_press=lambda _b: self.ui.save_setup())
-        ui.targets["setup.save"] = self.save
-        self.close = BigButton(text="", font_size=u * 28, radius=u * 12)
-        self.close.bind(on_press=lambda _b: self.ui.close_setup())
-        ui.targets["setup.close"] = self.close
-        row.add_widget(self.save)
-        row.add_widget(self.close)
-        root.add_widget(row)
-        self.add_widget(root)
-
-    def update(self, view: View) -> None:
-        """Draw `view`, the device's state and the form as typed."""
-        u = self.ui.unit
-        lang = view.language
-        self.title.text = tr(lang, "setup_title")
-        self.save.text = tr(lang, "setup_save")
-        self.provision.text = tr(lang, "setup_provision")
-        self.close.text = tr(lang, "close")
-        self.info.clear_widgets()
-        for key, value in self.ui.setup_rows(lang):
-            self.info.add_widget(_label(key, font_size=u * 20, color=theme.MUTED, halign="right"))
-            self.info.add_widget(_label(value, font_size=u * 20, halign="left"))
-        form = self.ui.setup_form
-        if form is None:
-            return
-        for name in FIELDS:
-            self.field_labels[name].text = tr(lang, f"setup_{name}")
-            value = form.values[name]
-            shown = "●" * len(value) if name == "password" else value
-            self.fields[name].text = shown or "—"
-            bad = name in form.errors
-            self.fields[name].color = theme.OKABE_ITO["vermillion"] if bad else theme.INK
-        self.message.text = self.ui.setup_message(lang)
 
 
 SCREENS: tuple[type[KioskScreen], ...] = (

@@ -2,7 +2,7 @@
 
 A device may publish only its own `rating`, `event` and `status` and read only its own
 `config` and `cmd`; the gateway only reads what devices publish; the server reads that
-too and writes `config` and `cmd`; a hall bridge carries device traffic one way and
+too and writes `config` and `cmd`; a hall uplink carries device traffic one way and
 configuration the other. Anonymous access is off. Mosquitto reloads both files on SIGHUP,
 so a revoked device is refused from the next reload on.
 """
@@ -20,7 +20,7 @@ from typing import Literal
 
 from protocol.topics import DEFAULT_PREFIX, is_valid_id
 
-Role = Literal["device", "gateway", "server", "bridge"]
+Role = Literal["device", "gateway", "server", "uplink"]
 PASSWD_FILE = "passwd"
 ACL_FILE = "acl"
 # Mosquitto 2.0's own format ($7$ = PBKDF2-HMAC-SHA512) and mosquitto_passwd's defaults.
@@ -77,8 +77,8 @@ class Account:
             self.hall and self.device and is_valid_id(self.hall) and is_valid_id(self.device)
         ):
             raise ValueError(f"device account {self.username} needs a valid hall and device")
-        if self.role == "bridge" and not (self.hall and is_valid_id(self.hall)):
-            raise ValueError(f"bridge account {self.username} needs a valid hall")
+        if self.role == "uplink" and not (self.hall and is_valid_id(self.hall)):
+            raise ValueError(f"uplink account {self.username} needs a valid hall")
 
 
 def acl_lines(account: Account, prefix: str = DEFAULT_PREFIX) -> list[str]:
@@ -94,7 +94,7 @@ def acl_lines(account: Account, prefix: str = DEFAULT_PREFIX) -> list[str]:
     elif account.role == "server":
         lines += [f"topic read {base}/+/+/{kind}" for kind in ("rating", "event", "status")]
         lines += [f"topic write {base}/+/+/{kind}" for kind in ("config", "cmd")]
-    elif account.role == "bridge":
+    elif account.role == "uplink":
         hall = f"{base}/{account.hall}/+"
         lines += [f"topic write {hall}/{kind}" for kind in ("rating", "event", "status")]
         lines += [f"topic read {hall}/{kind}" for kind in ("config", "cmd")]

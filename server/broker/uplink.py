@@ -1,10 +1,10 @@
-"""Hall-to-centre: the Mosquitto bridge section of a hall broker.
+"""The uplink: the hall broker's link to the central broker (a Mosquitto bridge section).
 
-The hall broker takes its kiosks' ratings whatever the WAN does; its bridge forwards them to
+The hall broker takes its kiosks' ratings whatever the WAN does; its uplink forwards them to
 the central broker at QoS 1 with a persistent session on both sides (`cleansession false`),
 so a link that is down queues them on the hall broker's disk (persistence, a queue sized for
 days) and they flow after it returns. Redelivery after a reconnect may repeat a message;
-the central gateway's deterministic point times make that harmless (DESIGN.md §Delivery).
+the central gateway's deterministic point times make that harmless (docs: delivery).
 Configuration goes the other way: `config` and `cmd` of the hall's devices come in.
 """
 
@@ -18,7 +18,7 @@ OUT_KINDS = ("rating", "event", "status")
 IN_KINDS = ("config", "cmd")
 
 
-class BridgeSettings(BaseModel):
+class UplinkSettings(BaseModel):
     """The link of one hall broker to the central broker."""
 
     model_config = ConfigDict(extra="forbid")
@@ -26,7 +26,7 @@ class BridgeSettings(BaseModel):
     hall: str = Field(pattern=f"^{ID_PATTERN}$", title="Hall id (only its topics cross)")
     central_host: str = Field(min_length=1, title="Central broker host")
     central_port: int = Field(default=8883, ge=1, le=65535, title="Central broker port")
-    username: str | None = Field(default=None, title="Bridge login on the central broker")
+    username: str | None = Field(default=None, title="Uplink login on the central broker")
     password: SecretStr | None = Field(default=None, title="Its password (from the environment)")
     ca_file: Path | None = Field(default=None, title="Central CA; TLS when set")
     prefix: str = Field(default=DEFAULT_PREFIX, title="Topic prefix")
@@ -34,7 +34,7 @@ class BridgeSettings(BaseModel):
     restart_s: tuple[int, int] = Field(default=(1, 30), title="Reconnect back-off: first, cap")
 
 
-def bridge_conf(s: BridgeSettings) -> str:
+def uplink_conf(s: UplinkSettings) -> str:
     """The `connection` section for mosquitto.conf (holds the password: write it 0600)."""
     name = f"wr-hall-{s.hall}"
     lines = [

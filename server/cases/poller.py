@@ -1,9 +1,9 @@
 """Background scan of InfluxDB that opens a case for every negative rating.
 
-Every `case_poll_s` it reads the negative ratings with a point time from its stored
-watermark minus `case_overlap_s` up to a little after now, opens the missing cases
+Every `cases.poll_s` it reads the negative ratings with a point time from its stored
+watermark minus `cases.overlap_s` up to a little after now, opens the missing cases
 (idempotent: `cases.rating_id` is unique) and stores now as the new watermark. Every
-`case_sweep_s` it also reads the last `case_lookback_h` hours, for ratings that reached
+`cases.sweep_s` it also reads the last `cases.lookback_h` hours, for ratings that reached
 InfluxDB late (a kiosk's outbox after an outage keeps the press time), and flags the
 cases that became overdue. The watermark lives in the database, so a restarted server
 resumes where it stopped.
@@ -22,22 +22,18 @@ from sqlalchemy.exc import IntegrityError
 from server.cases.models import Case, CasePoller
 from server.cases.service import NegativeRating, case_payload, flag_overdue, local_date, open_cases
 from server.db.engine import Database
-from server.influx import MEASUREMENT, DatabaseNotFoundError, InfluxClient, InfluxError
+from server.scores.policy import Policy, active_policy
 from server.settings import ServerSettings
+from storage import queries
+from storage.client import InfluxClient, InfluxError
 
 log = logging.getLogger(__name__)
 
 POLLER_NAME = "negative-ratings"
 # Points up to this far ahead of the server's clock are read (the gateway accepts +5 min).
 FUTURE = timedelta(minutes=10)
-FIELDS = ("id", "scale", "staff", "ticket", "item", "reasons")
 
 Notify = Callable[[str, dict[str, Any]], None]
-
-
-def _ns(moment: datetime) -> int:
-    """Return nanoseconds since the Unix epoch."""
-    return int(moment.timestamp()) * 10**9 + moment.microsecond * 1000
 
 
 def _opt(value: Any) -> str | None:
@@ -45,41 +41,30 @@ def _opt(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def read_negatives(client: InfluxClient, start: datetime, end: datetime) -> list[NegativeRating]:
-    """Return the ratings at level 1 or 2 with start <= time < end (the caller checks scale)."""
-    cols = ", ".join(f'"{f}"' for f in FIELDS)
-    q = (
-        f'SELECT {cols} FROM "{MEASUREMENT}" WHERE time >= {_ns(start)} AND time < {_ns(end)} '
-        """AND ("level" = '1' OR "level" = '2') GROUP BY "hall", "window", "device", "level\""""
-    )
-    try:
-        results = client.query(q)
-    except DatabaseNotFoundError:
-        return []
+def read_negatives(
+    client: InfluxClient, start: datetime, end: datetime, policy: Policy
+) -> list[NegativeRating]:
+    """Return the ratings that `policy` counts as negative with start <= time < end."""
     out: list[NegativeRating] = []
-    for stmt in results:
-        for series in stmt.series:
-            tags = series.tags
-            idx = {name: i for i, name in enumerate(series.columns)}
-            for row in series.values:
-                try:
-                    out.append(
-                        NegativeRating(
-                            rating_id=str(row[idx["id"]]),
-                            hall=tags["hall"],
-                            window=tags["window"],
-                            device=tags["device"],
-                            level=int(tags["level"]),
-                            scale=int(row[idx["scale"]]),
-                            ts=datetime.fromtimestamp(int(row[idx["time"]]) / 1000, UTC),
-                            staff=_opt(row[idx["staff"]]),
-                            ticket=_opt(row[idx["ticket"]]),
-                            item=_opt(row[idx["item"]]),
-                            reasons=_opt(row[idx["reasons"]]) or "",
-                        )
-                    )
-                except (KeyError, ValueError, TypeError, IndexError) as exc:
-                    log.warning("skipping unreadable rating point %s %s: %s", tags, row, exc)
+    for row in queries.ratings_at_levels(client, start, end, policy.negative_levels()):
+        try:
+            out.append(
+                NegativeRating(
+                    rating_id=str(row["id"]),
+                    hall=row["hall"],
+                    window=row["window"],
+                    device=row["device"],
+                    level=int(row["level"]),
+                    scale=int(row["scale"]),
+                    ts=datetime.fromtimestamp(int(row["time"]) / 1000, UTC),
+                    staff=_opt(row["staff"]),
+                    ticket=_opt(row["ticket"]),
+                    item=_opt(row["item"]),
+                    reasons=_opt(row["reasons"]) or "",
+                )
+            )
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            log.warning("skipping unreadable rating point %s: %s", row, exc)
     return out
 
 
@@ -87,10 +72,16 @@ class NegativeRatingPoller:
     """Opens cases from InfluxDB; `tick()` is one scan, `start()`/`stop()` run it in the loop."""
 
     def __init__(
-        self, db: Database, influx: InfluxClient, settings: ServerSettings, notify: Notify
+        self,
+        db: Database,
+        influx: InfluxClient,
+        settings: ServerSettings,
+        notify: Notify,
+        policy: Policy | None = None,
     ) -> None:
-        """Prepare (not start) the poller."""
+        """Prepare (not start) the poller; negative per `policy`, else the one in force."""
         self.db = db
+        self.policy = policy or active_policy()
         self.influx = influx
         self.settings = settings
         self.notify = notify
@@ -105,7 +96,7 @@ class NegativeRatingPoller:
             row = session.get(CasePoller, POLLER_NAME)
             if row is not None:
                 return row.watermark
-        return now - timedelta(hours=self.settings.case_lookback_h)
+        return now - timedelta(hours=self.settings.cases.lookback_h)
 
     def _save_watermark(self, mark: datetime) -> None:
         """Store the watermark."""
@@ -119,15 +110,15 @@ class NegativeRatingPoller:
 
     def scan(self, start: datetime, end: datetime) -> list[int]:
         """Open the cases of the negative ratings in [start, end); return the new case ids."""
-        ratings = read_negatives(self.influx, start, end)
+        ratings = read_negatives(self.influx, start, end, self.policy)
         if not ratings:
             return []
         tz = self.settings.tz
-        days = self.settings.case_deadline_days
+        days = self.settings.cases.deadline_days
         today = local_date(datetime.now(UTC), tz)
         with self.db.session() as session:
             try:
-                new = open_cases(session, ratings, tz, days)
+                new = open_cases(session, ratings, tz, days, self.policy)
                 payloads = [case_payload(c, today) for c in new]
                 session.commit()
             except IntegrityError:
@@ -154,13 +145,13 @@ class NegativeRatingPoller:
     def tick(self, now: datetime | None = None) -> list[int]:
         """Scan since the watermark (and the wide scan when due); return new case ids."""
         now = now or datetime.now(UTC)
-        overlap = timedelta(seconds=self.settings.case_overlap_s)
+        overlap = timedelta(seconds=self.settings.cases.overlap_s)
         new = self.scan(self._watermark(now) - overlap, now + FUTURE)
         self._save_watermark(now)
-        sweep_every = timedelta(seconds=self.settings.case_sweep_s)
+        sweep_every = timedelta(seconds=self.settings.cases.sweep_s)
         if self._last_sweep is None or now - self._last_sweep >= sweep_every:
             self._last_sweep = now
-            start = now - timedelta(hours=self.settings.case_lookback_h)
+            start = now - timedelta(hours=self.settings.cases.lookback_h)
             new += self.scan(start, now + FUTURE)
             self.flag_overdue(now)
         self.scans += 1
@@ -176,7 +167,7 @@ class NegativeRatingPoller:
             except Exception:
                 log.exception("case poller tick failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.case_poll_s)
+                await asyncio.wait_for(self._stop.wait(), timeout=self.settings.cases.poll_s)
 
     def start(self) -> None:
         """Start ticking in the running event loop."""

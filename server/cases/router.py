@@ -117,7 +117,7 @@ def make_router(settings: ServerSettings) -> APIRouter:
     """Return the cases, calendar and case page routes."""
     router = APIRouter()
     tz = settings.tz
-    days = settings.case_deadline_days
+    days = settings.cases.deadline_days
     templates = Jinja2Templates(directory=TEMPLATES)
 
     def today() -> date:

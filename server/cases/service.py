@@ -18,12 +18,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from protocol.scales import is_negative
 from server.auth.deps import Principal
 from server.auth.service import audit
 from server.cases.calendar import due_date
 from server.cases.models import APPEAL_KINDS, Case, CaseEvent
 from server.db.models import Device, utcnow
+from server.scores.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +163,19 @@ def _test_devices(session: Session, codes: Iterable[str]) -> set[str]:
 
 
 def open_cases(
-    session: Session, ratings: Iterable[NegativeRating], tz: ZoneInfo, days: int
+    session: Session,
+    ratings: Iterable[NegativeRating],
+    tz: ZoneInfo,
+    days: int,
+    policy: Policy | None = None,
 ) -> list[Case]:
     """Open a case for every negative rating without one (flushed); return the new cases.
 
-    Ratings that are not negative or come from a registered test device are skipped.
+    Ratings that `policy` (default: the default policy) does not count as negative, or
+    that come from a registered test device, are skipped.
     """
-    todo = {r.rating_id: r for r in ratings if is_negative(r.scale, r.level)}
+    pol = policy or Policy()
+    todo = {r.rating_id: r for r in ratings if pol.negative(r.scale, r.level)}
     if not todo:
         return []
     have: set[str] = set()

@@ -1,1 +1,1 @@
-"""Registry database: SQLAlchemy 2 models and Alembic migrations (SQLite or PostgreSQL)."""
+"""Registry database: SQLAlchemy 2 models and the engine (migrations: server/migrations)."""

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"  # server/migrations
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

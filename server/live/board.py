@@ -16,19 +16,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from protocol.messages import RatingEvent
-from protocol.scales import is_negative, level_label
-from server.influx import (
-    MEASUREMENT,
-    DatabaseNotFoundError,
-    InfluxClient,
-    WindowCount,
-    _ns,
-    _string_literal,
-    day_bounds,
-    today_counts,
-)
+from protocol.scales import level_label
+from server.counts import WindowCount, day_bounds, today_counts
 from server.live.devices import DeviceTable, State
 from server.live.hub import Hub
+from server.scores.policy import Policy
+from storage import queries
+from storage.client import InfluxClient
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +71,11 @@ class LiveBoard:
         *,
         hall: str | None = None,
         pending_s: float = 120.0,
+        policy: Policy | None = None,
     ) -> None:
-        """Start empty; resync() loads today's numbers."""
+        """Start empty; resync() loads today's numbers; negative and satisfied per `policy`."""
         self.client = client
+        self.policy = policy or Policy()
         self.tz = tz
         self.devices = devices
         self.hub = hub
@@ -128,7 +124,7 @@ class LiveBoard:
                 return
             self._seen[rid] = time.monotonic()
             self._add_pending(rid, Pending(key, ev.scale, ev.level, ev.ts, time.monotonic()))
-            negative = is_negative(ev.scale, ev.level)
+            negative = self.policy.negative(ev.scale, ev.level)
             if negative:
                 old = self._last_neg.get(key)
                 if old is None or ev.ts >= old.ts:
@@ -170,62 +166,32 @@ class LiveBoard:
 
     # --- InfluxDB ---
 
-    def _ids_since(self, ts_ms: int) -> set[str]:
-        """Return the ids of the ratings stored with a press time at or after `ts_ms`."""
-        where = f"time >= {ts_ms * 10**6}"
-        if self.hall is not None:
-            where += f' AND "hall" = {_string_literal(self.hall)}'
-        try:
-            results = self.client.query(f'SELECT "id" FROM "{MEASUREMENT}" WHERE {where}')
-        except DatabaseNotFoundError:
-            return set()
-        ids: set[str] = set()
-        for stmt in results:
-            for series in stmt.series:
-                col = series.columns.index("id")
-                ids.update(str(v[col]) for v in series.values)
-        return ids
-
     def _last_negatives(self, start: datetime, end: datetime) -> dict[Key, LastNegative]:
         """Return each window's latest negative rating stored today."""
-        where = f"time >= {_ns(start)} AND time < {_ns(end)}"
-        if self.hall is not None:
-            where += f' AND "hall" = {_string_literal(self.hall)}'
-        neg = '(("scale" = 5 AND ("level" = \'1\' OR "level" = \'2\')) OR "level" = \'1\')'
-        q = (
-            f'SELECT "id", "scale", "level" FROM "{MEASUREMENT}" WHERE {where} AND {neg} '
-            'GROUP BY "hall", "window" ORDER BY time DESC LIMIT 1'
+        found = queries.last_rating_at_levels(
+            self.client, start, end, self.policy.negative_levels(), self.hall
         )
-        try:
-            results = self.client.query(q)
-        except DatabaseNotFoundError:
-            return {}
         out: dict[Key, LastNegative] = {}
-        for stmt in results:
-            for series in stmt.series:
-                if not series.values:
-                    continue
-                row = dict(zip(series.columns, series.values[0], strict=False))
-                key = (series.tags.get("hall", ""), series.tags.get("window", ""))
-                try:
-                    out[key] = LastNegative(
-                        str(row["id"]), int(row["time"]), int(row["scale"]), int(row["level"])
-                    )
-                except (KeyError, TypeError, ValueError) as exc:
-                    log.warning("skipping last negative of %s: %s", key, exc)
+        for key, row in found.items():
+            try:
+                out[key] = LastNegative(
+                    str(row["id"]), int(row["time"]), int(row["scale"]), int(row["level"])
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("skipping last negative of %s: %s", key, exc)
         return out
 
     def resync(self) -> None:
         """Reload today's counts from InfluxDB, settle the pending ratings, publish a snapshot."""
         _today, start, end = day_bounds(self.tz)
-        counts = today_counts(self.client, self.tz, hall=self.hall)
+        counts = today_counts(self.client, self.tz, hall=self.hall, policy=self.policy)
         # The ids stored recently (and since the oldest pending rating): a rating the gateway
         # stored before the server heard it is then known, not counted twice.
         recent = int(time.time() * 1000 - RECENT_S * 1000)
         with self._lock:
             self._roll_day()
             oldest = min((p.ts for p in self._pending.values()), default=recent)
-        stored = self._ids_since(min(oldest, recent))
+        stored = queries.rating_ids_since(self.client, min(oldest, recent), self.hall)
         negatives = self._last_negatives(start, end)
         now = time.monotonic()
         with self._lock:
@@ -253,7 +219,7 @@ class LiveBoard:
         """Return the displayed counts of a window: stored plus pending (lock held)."""
         counts: Counter[tuple[int, int]] = Counter(self._base.get(key, Counter()))
         counts.update(self._pending_counts.get(key, Counter()))
-        return WindowCount(hall=key[0], window=key[1], counts=counts)
+        return WindowCount(hall=key[0], window=key[1], counts=counts, policy=self.policy)
 
     def _row(
         self,

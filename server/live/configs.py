@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from protocol.messages import DeviceConfig, StaffEntry
 from protocol.topics import is_valid_id
 from server.db.models import Device, Staff, Window
-from server.live.settings import LiveSettings
+from server.settings.live import LiveSettings
 
 log = logging.getLogger(__name__)
 

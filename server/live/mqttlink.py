@@ -11,17 +11,17 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import ValidationError
 
 from common.mqtt import MqttSettings, guarded, make_client
-from protocol.clock import TsVerdict, check_ts
+from protocol.decode import Rejection, decode, parse_topic
 from protocol.messages import Command, DeviceConfig, DeviceStatus, RatingEvent, ServiceEvent
-from protocol.topics import Topic, TopicError, TopicKind, subscription
+from protocol.topics import Topic, TopicKind, subscription
 
 log = logging.getLogger(__name__)
 
-MAX_PAYLOAD = 64 * 1024
 LISTENED = (TopicKind.RATING, TopicKind.EVENT, TopicKind.STATUS)
+# Log line of a dropped message: kind, topic, reason code (as the gateway's), detail.
+DROPPED = "dropped %s message on %s: %s (%s)"
 
 
 class MqttLink:
@@ -141,54 +141,37 @@ class MqttLink:
 
     @guarded
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        """Validate a message against the protocol and hand it on; count and drop a bad one."""
+        """Decode a message as the gateway does (protocol.decode); hand it on or count it."""
         try:
-            topic = Topic.parse(msg.topic, self.settings.prefix)
-        except (TopicError, UnicodeDecodeError) as exc:  # paho decodes the topic lazily
-            self.invalid["topic"] += 1
-            log.warning("dropped message on bad topic: %s", exc)
+            topic_str = msg.topic
+        except UnicodeDecodeError as exc:  # paho decodes the topic lazily
+            self._drop("topic", "<undecodable>", Rejection("bad_topic", str(exc)))
             return
-        kind = topic.kind.value
-        if topic.kind is TopicKind.CONFIG:
-            if self.on_config is not None:
-                self.on_config(topic.hall, topic.device, bool(msg.payload))
-            return
-        if not msg.payload and topic.kind is TopicKind.STATUS:
-            return  # a cleared retained status
-        if len(msg.payload) > MAX_PAYLOAD:
-            self.invalid[kind] += 1
-            log.warning("dropped %s message of %d bytes on %s", kind, len(msg.payload), msg.topic)
-            return
-        try:
-            doc: RatingEvent | ServiceEvent | DeviceStatus
-            if topic.kind is TopicKind.RATING:
-                doc = RatingEvent.model_validate_json(msg.payload)
-            elif topic.kind is TopicKind.EVENT:
-                doc = ServiceEvent.model_validate_json(msg.payload)
-            elif topic.kind is TopicKind.STATUS:
-                doc = DeviceStatus.model_validate_json(msg.payload)
-            else:
+        topic = parse_topic(topic_str, self.settings.prefix)
+        if isinstance(topic, Topic):
+            if topic.kind is TopicKind.CONFIG:
+                if self.on_config is not None:
+                    self.on_config(topic.hall, topic.device, bool(msg.payload))
                 return
-        except ValidationError as exc:
-            self.invalid[kind] += 1
-            log.warning(
-                "dropped invalid %s message on %s: %s", kind, msg.topic, exc.errors()[0]["msg"]
-            )
-            return
-        if doc.hall != topic.hall or doc.device != topic.device:
-            self.invalid[kind] += 1
-            log.warning("dropped %s message whose device does not match %s", kind, msg.topic)
-            return
-        if isinstance(doc, RatingEvent):
-            verdict = check_ts(doc.ts, int(time.time() * 1000))
-            if verdict is not TsVerdict.OK:  # the gateway keeps it as a dead letter, not a point
-                self.invalid[kind] += 1
-                log.warning("dropped rating %s on %s: %s", doc.id, msg.topic, verdict.value)
+            if topic.kind not in LISTENED:
                 return
-        self.received[kind] += 1
+            if topic.kind is TopicKind.STATUS and not msg.payload:
+                return  # a cleared retained status
+        now_ms = time.time_ns() // 1_000_000
+        res = decode(topic_str, msg.payload, now_ms, prefix=self.settings.prefix)
+        if isinstance(res, Rejection):
+            self._drop(topic.kind.value if isinstance(topic, Topic) else "topic", topic_str, res)
+            return
+        doc = res.message
+        self.received[res.topic.kind.value] += 1
         if isinstance(doc, RatingEvent):
             self.on_rating(doc)
         elif isinstance(doc, ServiceEvent):
             self.on_event(doc)
         else:
             self.on_status(doc)
+
+    def _drop(self, kind: str, topic: str, why: Rejection) -> None:
+        """Count and log a message that is not handed on (the gateway rejects it too)."""
+        self.invalid[kind] += 1
+        log.warning(DROPPED, kind, topic[:200], why.reason, why.detail)

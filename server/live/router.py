@@ -28,11 +28,11 @@ from server.auth.deps import SESSION_COOKIE, Principal, SessionDep, UserDep
 from server.auth.service import audit, find_session
 from server.db.models import Device
 from server.i18n import Lang, normalize_lang, t
-from server.influx import InfluxError
 from server.live.devices import DeviceView
 from server.live.history import WindowHistory, window_history
 from server.live.hub import Subscriber
 from server.live.service import LiveService
+from storage.client import InfluxError
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,9 @@ def make_router(live_of: Any) -> APIRouter:
         if scope is not None and hall != scope:
             raise HTTPException(status_code=404, detail="no such window")
         try:
-            return window_history(live.board.client, live.board.tz, hall, window)
+            return window_history(
+                live.board.client, live.board.tz, hall, window, policy=live.board.policy
+            )
         except InfluxError as exc:
             return JSONResponse(
                 status_code=503, content={"error": "influxdb_unavailable", "detail": str(exc)}

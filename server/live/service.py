@@ -8,15 +8,16 @@ from collections.abc import Callable
 
 from protocol.messages import DeviceConfig, DeviceStatus, RatingEvent, ServiceEvent
 from server.db.engine import Database
-from server.influx import InfluxClient, InfluxError
 from server.live.board import LiveBoard
 from server.live.configs import DeviceKey, device_configs, registered_devices, window_names
 from server.live.devices import DeviceTable
 from server.live.hub import Hub
 from server.live.mqttlink import MqttLink
-from server.live.settings import LiveSettings
 from server.registry.service import on_change
+from server.scores.policy import Policy, active_policy
 from server.settings import ServerSettings
+from server.settings.live import LiveSettings
+from storage.client import InfluxClient, InfluxError
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,14 @@ def _nothing() -> None:
 class LiveService:
     """Runs the MQTT link and a worker thread that re-syncs the board and publishes configs."""
 
-    def __init__(self, settings: ServerSettings, db: Database, influx: InfluxClient) -> None:
-        """Build the parts; start() connects."""
+    def __init__(
+        self,
+        settings: ServerSettings,
+        db: Database,
+        influx: InfluxClient,
+        policy: Policy | None = None,
+    ) -> None:
+        """Build the parts (negative and satisfied per `policy`, else the one in force)."""
         self.settings = settings
         self.live: LiveSettings = settings.live
         self.db = db
@@ -44,6 +51,7 @@ class LiveService:
             self.hub,
             hall=settings.hall,
             pending_s=self.live.pending_s,
+            policy=policy or active_policy(),
         )
         self.link = MqttLink(
             settings.mqtt,

@@ -9,7 +9,7 @@ from server.db.models import CODE_LEN, Base, Device, UtcDateTime, utcnow
 
 
 class BrokerAccount(Base):
-    """One MQTT login: a device (its own topics only) or a service (gateway, server, bridge)."""
+    """One MQTT login: a device (its own topics only) or a service (gateway, server, uplink)."""
 
     __tablename__ = "broker_accounts"
 

@@ -21,7 +21,7 @@ from server.auth.service import RateLimiter
 from server.provisioning import service
 from server.provisioning.models import BrokerAccount
 from server.provisioning.service import ProvisioningError
-from server.provisioning.settings import ProvisioningSettings
+from server.settings.provisioning import ProvisioningSettings
 
 log = logging.getLogger(__name__)
 

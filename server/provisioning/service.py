@@ -17,11 +17,11 @@ from server.broker import accounts as broker_auth
 from server.broker.accounts import Account, Role
 from server.db.models import Device, Hall, Window, utcnow
 from server.provisioning.models import BrokerAccount, ProvisioningCode
-from server.provisioning.settings import ProvisioningSettings
+from server.settings.provisioning import ProvisioningSettings
 
 log = logging.getLogger(__name__)
 
-SERVICE_ROLES: tuple[Role, ...] = ("gateway", "server", "bridge")
+SERVICE_ROLES: tuple[Role, ...] = ("gateway", "server", "uplink")
 # Crockford's base32 without look-alikes (no I, L, O, U): easy to read aloud and to type.
 _CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_GROUPS, CODE_GROUP_LEN = 4, 4  # 16 symbols = 80 bits
@@ -172,7 +172,7 @@ def set_service_account(
     hall: str | None = None,
     actor: str | None = None,
 ) -> str:
-    """Create or re-key a service login (gateway, server, bridge); return its new password."""
+    """Create or re-key a service login (gateway, server, uplink); return its new password."""
     if role not in SERVICE_ROLES:
         raise ProvisioningError(f"role must be one of {', '.join(SERVICE_ROLES)}")
     password = broker_auth.new_password()

@@ -1,4 +1,4 @@
-"""The `windowrate export`, `windowrate scores …` and `windowrate bench export` commands."""
+"""The `windowrate export` and `windowrate scores …` commands."""
 
 import json
 import sys
@@ -25,8 +25,8 @@ def _progress(what: str) -> Any:
 def _open() -> Any:
     """Return the server settings, the migrated database and an InfluxDB client."""
     from server.db.engine import Database
-    from server.influx import InfluxClient
     from server.settings import get_settings
+    from storage.client import InfluxClient
 
     cfg = get_settings()
     db = Database(cfg.database_url)
@@ -180,18 +180,3 @@ def scores_check(first: datetime | None, last: datetime | None, as_json: bool) -
     for p in [] if as_json else problems:
         click.echo(f"{p.day} {p.hall}/{p.window} level {p.level}: rollup {p.rollup}, raw {p.raw}")
     sys.exit(1 if problems else 0)
-
-
-@click.command("export")
-@click.option("--windows", default=1000, show_default=True)
-@click.option("--days", default=365, show_default=True)
-@click.option("--raw-days", default=2, show_default=True, help="Days kept raw in InfluxDB.")
-@click.option("--json", "as_json", is_flag=True, help="Only JSON lines on stdout.")
-def bench_export(windows: int, days: int, raw_days: int, as_json: bool) -> None:
-    """A year of 1,000 windows (rollups plus raw days in a real influxd): export seconds."""
-    from bench.export import run_bench
-
-    result = run_bench(windows=windows, days=days, raw_days=raw_days)
-    click.echo(json.dumps(result))
-    summary = {k: result[k] for k in ("windows", "ratings", "seconds")}
-    click.echo(json.dumps(summary))

@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from server.influx import InfluxClient
 from server.scores.lookups import (
     CaseCounts,
     CaseRow,
@@ -30,6 +29,7 @@ from server.scores.models import RatingDaily, RatingMonthly, RollupDay
 from server.scores.periods import Period, day_start, local_day, month_of
 from server.scores.policy import Policy
 from server.scores.source import RawRating, read_day_ratings
+from storage.client import InfluxClient
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,8 @@
-"""The scoring policy (TOML), validated, with the DESIGN.md defaults and a canonical hash."""
+"""The scoring policy (TOML), validated, with defaults and a canonical hash.
+
+It is the one definition of a negative and a satisfied rating: the live boards, the
+cases (which ratings open one) and the scores and exports all ask it.
+"""
 
 import hashlib
 import json
@@ -9,6 +13,7 @@ from typing import Annotated, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocol.scales import SCALES, level_index
+from server.scores.settings import get_settings
 
 ScaleKey = str  # "3", "4" or "5"
 SCALE_KEYS = ("3", "4", "5")
@@ -16,7 +21,7 @@ Level = Annotated[int, Field(ge=1, le=5)]
 
 
 def _default_index() -> dict[ScaleKey, list[float]]:
-    """DESIGN.md: index of a rating = (level − 1) / (scale − 1) × 100, per scale."""
+    """Index of a rating = (level − 1) / (scale − 1) × 100, per scale."""
     return {str(s): [level_index(s, lv) for lv in range(1, s + 1)] for s in SCALES}
 
 
@@ -124,6 +129,10 @@ class Policy(_Section):
         """Return True if `level` on `scale` is negative."""
         return level in self.scales.negative.get(str(scale), [])
 
+    def negative_levels(self) -> dict[int, list[int]]:
+        """Return the negative levels of each scale."""
+        return {int(k): sorted(v) for k, v in self.scales.negative.items()}
+
     def canonical_json(self) -> str:
         """Return the policy as canonical JSON (sorted keys, no spaces, floats as written)."""
         return json.dumps(
@@ -149,3 +158,8 @@ def load_policy(path: Path | None) -> Policy:
         return Policy.model_validate(data)
     except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
         raise PolicyError(f"policy {path}: {exc}") from exc
+
+
+def active_policy() -> Policy:
+    """Return the policy in force: the file of WR_SCORES_POLICY_FILE, or the defaults."""
+    return load_policy(get_settings().policy_file)

@@ -10,13 +10,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import delete, func, insert, literal, select
 from sqlalchemy.orm import Session
 
-from server.influx import InfluxClient
 from server.scores.engine import cells_of
 from server.scores.fraud import detect
 from server.scores.models import RatingDaily, RatingFlag, RatingMonthly, RollupDay
 from server.scores.periods import Period, day_start, local_day, month_of
 from server.scores.policy import Policy
 from server.scores.source import RawRating, read_day_ratings
+from storage.client import InfluxClient
 
 log = logging.getLogger(__name__)
 

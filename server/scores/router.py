@@ -21,7 +21,6 @@ from server.auth.deps import Principal, SessionDep, UserDep
 from server.auth.service import audit
 from server.db.engine import Database
 from server.i18n import normalize_lang
-from server.influx import InfluxClient, InfluxError
 from server.scores.engine import ScoreResult, compute_scores
 from server.scores.export import manifest_path
 from server.scores.jobs import ExportJob, JobBoard, JobWork, new_job_id, utc_now
@@ -31,6 +30,7 @@ from server.scores.policy import Policy, load_policy
 from server.scores.service import export_scores
 from server.scores.settings import ScoresSettings, get_settings
 from server.scores.strings import st
+from storage.client import InfluxClient, InfluxError
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent

@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from server.db.engine import Database
-from server.influx import InfluxClient, InfluxError
 from server.scores.models import RollupDay
 from server.scores.policy import PolicyError, load_policy
 from server.scores.rollup import build_day, refresh_month
 from server.scores.settings import ScoresSettings
+from storage.client import InfluxClient, InfluxError
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from server.influx import InfluxClient
 from server.scores.engine import ScoreResult, compute_scores
 from server.scores.export import write_export
 from server.scores.periods import Period
 from server.scores.policy import Policy
+from storage.client import InfluxClient
 
 log = logging.getLogger(__name__)
 

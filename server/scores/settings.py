@@ -4,16 +4,18 @@ import functools
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from common.settings import WRSettings
 
 
-class ScoresSettings(BaseSettings):
+class ScoresSettings(WRSettings):
     """Where the scoring policy is and where exports made through the API are kept."""
 
-    model_config = SettingsConfigDict(env_prefix="WR_SCORES_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="WR_SCORES_")
 
     policy_file: Path | None = Field(
-        default=None, title="Scoring policy TOML (DESIGN.md defaults when unset)"
+        default=None, title="Scoring policy TOML (the built-in defaults when unset)"
     )
     export_dir: Path = Field(
         default=Path("var/server/exports"), title="Directory of exports made through the API"

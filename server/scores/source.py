@@ -1,22 +1,16 @@
-"""Raw ratings and pause periods read from InfluxDB (v1 `/query`, chunked)."""
+"""Raw ratings and pause periods read from InfluxDB (named queries, streamed in chunks)."""
 
 import bisect
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
-
-import httpx
-import orjson
 
 from protocol.messages import FLAG_REPEAT
-from protocol.storage import MEASUREMENT_EVENT, MEASUREMENT_RATING, MEASUREMENT_STATUS
-from server.influx import InfluxClient, InfluxError, InfluxUnavailableError
+from storage import queries
+from storage.client import InfluxClient
 
 log = logging.getLogger(__name__)
 
-CHUNK = 20_000
 # How far back a pause that is still running at the start of a period is looked for.
 PAUSE_LOOKBACK = timedelta(days=7)
 
@@ -56,57 +50,12 @@ class PauseIntervals:
         return i >= 0 and ts_ms < self.ends[device][i]
 
 
-def ns(moment: datetime) -> int:
-    """Return nanoseconds since the epoch of an aware datetime."""
-    return int(moment.timestamp()) * 10**9 + moment.microsecond * 1000
-
-
-def _rows(client: InfluxClient, q: str) -> Iterator[dict[str, Any]]:
-    """Yield the rows of an InfluxQL query as dicts (chunked, times in ms)."""
-    params = {"db": client.database, "q": q, "epoch": "ms", "chunked": "true"}
-    params["chunk_size"] = str(CHUNK)
-    http: httpx.Client = client._http
-    try:
-        with http.stream("GET", "/query", params=params) as resp:
-            if resp.status_code != 200:
-                resp.read()
-                raise InfluxError(f"/query answered {resp.status_code}: {resp.text[:200]}")
-            for line in resp.iter_lines():
-                if not line.strip():
-                    continue
-                doc = orjson.loads(line)
-                for stmt in doc.get("results", []):
-                    err = stmt.get("error")
-                    if err:
-                        if err.startswith("database not found"):
-                            return
-                        raise InfluxError(f"query failed: {err}")
-                    for series in stmt.get("series", []):
-                        cols = series["columns"]
-                        for values in series.get("values", []):
-                            yield dict(zip(cols, values, strict=True))
-    except httpx.HTTPError as exc:
-        raise InfluxUnavailableError(f"{client.url} unreachable: {exc}") from exc
-
-
-def _literal(value: str) -> str:
-    """Quote `value` as an InfluxQL string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def read_ratings(
     client: InfluxClient, start: datetime, end: datetime, hall: str | None = None
 ) -> list[RawRating]:
     """Return the ratings with start <= time < end, sorted by time (pause not yet set)."""
-    where = f"time >= {ns(start)} AND time < {ns(end)}"
-    if hall is not None:
-        where += f' AND "hall" = {_literal(hall)}'
-    q = (
-        'SELECT "id", "scale", "staff", "item", "ticket", "prompted", "reasons", '
-        f'"hall", "window", "device", "level" FROM "{MEASUREMENT_RATING}" WHERE {where}'
-    )
     out: list[RawRating] = []
-    for row in _rows(client, q):
+    for row in queries.rating_rows(client, start, end, hall):
         reasons = row.get("reasons") or ""
         out.append(
             RawRating(
@@ -134,19 +83,11 @@ def read_pauses(client: InfluxClient, start: datetime, end: datetime) -> PauseIn
     A pause starts with a `pause` event or a `paused` status and ends with a `resume`
     event or an `online` status; `offline` changes nothing.
     """
-    since, until = ns(start - PAUSE_LOOKBACK), ns(end)
+    since = start - PAUSE_LOOKBACK
     changes: list[tuple[int, str, bool]] = []
-    q_events = (
-        f'SELECT "id", "type", "device" FROM "{MEASUREMENT_EVENT}" WHERE time >= {since} '
-        f"AND time < {until} AND (\"type\" = 'pause' OR \"type\" = 'resume')"
-    )
-    for row in _rows(client, q_events):
+    for row in queries.pause_events(client, since, end):
         changes.append((int(row["time"]), str(row["device"]), row["type"] == "pause"))
-    q_status = (
-        f'SELECT "state", "device" FROM "{MEASUREMENT_STATUS}" WHERE time >= {since} '
-        f"AND time < {until}"
-    )
-    for row in _rows(client, q_status):
+    for row in queries.status_states(client, since, end):
         if row["state"] in ("paused", "online"):
             changes.append((int(row["time"]), str(row["device"]), row["state"] == "paused"))
     changes.sort()

@@ -1,0 +1,162 @@
+"""Measurements of a running kiosk app: memory, outbox rows, touch-to-commit latency."""
+
+import json
+import logging
+import re
+import sqlite3
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SOFT_GL = re.compile(r"^(libLLVM|swrast_dri|libgallium|kms_swrast_dri)")
+
+
+def memory_kb() -> dict[str, int]:
+    """VmRSS, RssAnon, RssFile and RssShmem of this process, in kB."""
+    out: dict[str, int] = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+def rss_by_mapping(top: int = 8) -> dict[str, float]:
+    """The largest resident mappings of this process (file name or [anon]/[heap]), in MB."""
+    totals: dict[str, int] = {}
+    name = "[anon]"
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split(maxsplit=6)
+            if head and "-" in head[0] and not head[0].endswith(":"):
+                name = Path(head[5]).name if len(head) > 5 else "[anon]"
+            elif line.startswith("Rss:"):
+                totals[name] = totals.get(name, 0) + int(head[1])
+    biggest = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+    return {k: round(v / 1024, 1) for k, v in biggest}
+
+
+def read_outbox(path: Path) -> tuple[int, list[dict[str, Any]]]:
+    """The last seq and every rating row still in an outbox (read-only), oldest first."""
+    if not path.exists():
+        return 0, []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        (last,) = db.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
+        rows = db.execute(
+            "SELECT seq, id, draft, held, acked_ms FROM rating ORDER BY seq"
+        ).fetchall()
+    finally:
+        db.close()
+    out = []
+    for seq, rid, draft, held, acked in rows:
+        d = json.loads(draft)
+        out.append(
+            {
+                "seq": seq,
+                "id": rid,
+                "level": d["level"],
+                "scale": d["scale"],
+                "input": d["input"],
+                "prompted": d["prompted"],
+                "staff": d["staff"],
+                "ticket": d["ticket"],
+                "item": d["item"],
+                "reasons": d["reasons"],
+                "held": bool(held),
+                "acked": acked is not None,
+            }
+        )
+    return int(last), out
+
+
+class StepFailed(Exception):
+    """A scenario expectation did not hold."""
+
+
+@dataclass
+class Wait:
+    """Poll `pred` each frame until true; fail with `what` after `timeout` seconds."""
+
+    pred: Callable[[], bool]
+    timeout: float
+    what: str | Callable[[], str]
+
+    def __post_init__(self) -> None:
+        """Fix the deadline."""
+        self.deadline = time.monotonic() + self.timeout
+
+
+def touch_bench(harness: Any, arg: dict[str, Any]) -> Wait:
+    """Touch rating keys `presses` times; time each from touch-down to the outbox commit."""
+    presses = int(arg.get("presses", 1000))
+    levels = [int(v) for v in arg.get("levels", [5, 4, 3])]
+    session = harness.kiosk.terminal.session
+    press = session.press
+
+    def timed(level: int, input_: Any) -> Any:
+        result = press(level, input_)
+        harness.committed_at = time.perf_counter()
+        harness.last_accepted = result.accepted
+        return result
+
+    setattr(session, "press", timed)  # noqa: B010 - instrument the instance, not the class
+    latencies: list[float] = []
+    refused: list[int] = []
+    t_start = time.monotonic()
+
+    def step() -> bool:
+        if len(latencies) + len(refused) >= presses:
+            return True
+        if (
+            harness.app.shown != "rating"
+            or harness.app.redraw_pending
+            or session.screen.value != "rating"
+        ):
+            return False
+        level = levels[(len(latencies) + len(refused)) % len(levels)]
+        w = harness.target(f"rating.{level}")
+        harness.committed_at = None
+        t0 = time.perf_counter()
+        harness.touch_widget(w)
+        if harness.committed_at is None or not harness.last_accepted:
+            refused.append(level)
+        else:
+            latencies.append((harness.committed_at - t0) * 1000)
+        return False
+
+    def finished() -> bool:
+        if not step():
+            return False
+        setattr(session, "press", press)  # noqa: B010
+        mem = memory_kb()
+        top = rss_by_mapping(top=12)
+        lat = sorted(latencies)
+        harness.bench = {
+            "presses": len(latencies),
+            "refused": len(refused),
+            "p50_ms": round(statistics.median(lat), 3) if lat else None,
+            "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3) if lat else None,
+            "max_ms": round(lat[-1], 3) if lat else None,
+            "mean_ms": round(statistics.fmean(lat), 3) if lat else None,
+            "rss_mb": round(mem["VmRSS"] / 1024, 1),
+            "rss_anon_mb": round(mem.get("RssAnon", 0) / 1024, 1),
+            "rss_file_mb": round(mem.get("RssFile", 0) / 1024, 1),
+            "rss_top_mb": top,
+            # Pages of Mesa's software rasteriser (llvmpipe): Xvfb has no GPU; a Pi's
+            # v3d driver does not load LLVM.
+            "rss_software_gl_mb": round(sum(v for k, v in top.items() if SOFT_GL.match(k)), 1),
+            "seconds": round(time.monotonic() - t_start, 1),
+        }
+        log.info("bench: %s", harness.bench)
+        if refused:
+            raise StepFailed(f"{len(refused)} touches were not committed")
+        return True
+
+    return Wait(finished, float(arg.get("timeout", 600)), f"{presses} presses")

@@ -1,0 +1,1 @@
+"""InfluxDB storage of the gateway (writer) and the server (reader): schema, client, queries."""
