@@ -1,11 +1,15 @@
-"""Press-to-commit latency and memory of the real kiosk app: 1,000 touches under Xvfb.
+"""Press-to-commit latency and memory of the real kiosk app: touches of every level under Xvfb.
 
 Starts Xvfb and a Mosquitto on a free port, runs `python -m devstack.kiosk_driver` with a bench
-scenario (real touch events on the rating keys of the real KioskApp, one after another as
-fast as the screens come back), and reports for each press the time from touch-down to the
-outbox commit (SQLite, fsynced), and the kiosk process's RSS after the presses.
+scenario: real touch events on the rating keys of the real KioskApp, levels 5, 4, 3, 2, 1 in
+turn, each as soon as the screens come back, with the production thank-you time; a low
+rating opens the reasons screen, where one reason is touched and submitted. It reports for
+each press the time from touch-down to the outbox commit (SQLite, fsynced), the kiosk
+process's RSS after the presses, and fails unless every committed rating reached the broker
+exactly once.
 """
 
+import inspect
 import json
 import logging
 import os
@@ -13,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +31,20 @@ log = logging.getLogger(__name__)
 HALL = "bench"
 DEVICE = "k-bench"
 REPO = Path(__file__).resolve().parent.parent
+LEVELS = [5, 4, 3, 2, 1]
+REASONS = [
+    {"code": "waiting", "zh": "等候时间长", "en": "Long wait"},
+    {"code": "attitude", "zh": "服务态度", "en": "Attitude"},
+    {"code": "process", "zh": "办事流程", "en": "Process"},
+]
 
 
 class _Counter:
-    """Subscribes to the device's rating topic and counts what arrives."""
+    """Subscribes to the device's rating topic and notes each rating id that arrives."""
 
     def __init__(self, port: int) -> None:
         """Connect and subscribe."""
+        self.ids: set[str] = set()
         self.count = 0
         self.ready = threading.Event()
         self.client = make_client(
@@ -45,9 +57,10 @@ class _Counter:
         self.client.subscribe(str(Topic(HALL, DEVICE, TopicKind.RATING)), qos=1)
         self.ready.wait(10)
 
-    def _on_message(self, *_a: Any) -> None:
-        """Count one rating."""
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        """Note one rating."""
         self.count += 1
+        self.ids.add(json.loads(msg.payload)["id"])
 
     def close(self) -> None:
         """Disconnect."""
@@ -103,8 +116,19 @@ def bare_kivy_rss_mb(display: str, home: Path) -> float | None:
     return round(int(lines[-1]) / 1024, 1)
 
 
-def run_bench(presses: int = 1000, keep: Path | None = None) -> dict[str, Any]:
+def production_thanks_s() -> float:
+    """The thank-you time of `windowrate kiosk` (its Kiosk's default)."""
+    from kiosk.device import Kiosk
+
+    default = inspect.signature(Kiosk).parameters["thanks_s"].default
+    return float(default)
+
+
+def run_bench(presses: int = 100, keep: Path | None = None) -> dict[str, Any]:
     """Run the bench; return the harness's figures plus what reached the broker."""
+    thanks_s = production_thanks_s()
+    # Each press waits out the thank-you screen; a low one also the reasons screen.
+    timeout = 60 + presses * (thanks_s + 3)
     with tempfile.TemporaryDirectory(prefix="wr-bench-kiosk-") as tmpdir:
         tmp = keep or Path(tmpdir)
         tmp.mkdir(parents=True, exist_ok=True)
@@ -115,9 +139,9 @@ def run_bench(presses: int = 1000, keep: Path | None = None) -> dict[str, Any]:
         counter = _Counter(broker.port)
         try:
             scenario = {
-                "thanks_s": 0.0,
-                "tick_s": 0.02,
-                "timeout": 900,
+                "thanks_s": thanks_s,
+                "tick_s": 0.1,
+                "timeout": timeout,
                 "steps": [
                     {
                         "publish_config": {
@@ -125,9 +149,16 @@ def run_bench(presses: int = 1000, keep: Path | None = None) -> dict[str, Any]:
                             "scale": 5,
                             "prompt_mode": "always",
                             "repeat_interval_s": 0,
+                            "reasons": REASONS,
                         }
                     },
-                    {"bench": {"presses": presses, "levels": [5, 4, 3]}},
+                    {
+                        "bench": {
+                            "presses": presses,
+                            "levels": LEVELS,
+                            "timeout": 30 + presses * (thanks_s + 3),
+                        }
+                    },
                     {"wait_drained": 120},
                 ],
             }
@@ -161,7 +192,7 @@ def run_bench(presses: int = 1000, keep: Path | None = None) -> dict[str, Any]:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     preexec_fn=die_with_parent,
-                    timeout=1200,
+                    timeout=timeout + 120,
                     check=False,
                 )
             if not result_path.exists():
@@ -169,13 +200,33 @@ def run_bench(presses: int = 1000, keep: Path | None = None) -> dict[str, Any]:
                 raise RuntimeError(f"harness exited with {proc.returncode} and no result:\n{tail}")
             result = json.loads(result_path.read_text())
             bench = result.get("bench") or {}
+            committed = {r["id"] for r in result["outbox"]}
+            low = sum(1 for n in range(bench.get("presses", 0)) if LEVELS[n % len(LEVELS)] <= 2)
+            errors = list(result["errors"])
+            deadline = time.monotonic() + 10  # the broker acked all; its copies may be on the way
+            while len(counter.ids) < result["last_seq"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            delivered = len(counter.ids)
+            if delivered != result["last_seq"] or not committed <= counter.ids:
+                errors.append(f"{result['last_seq']} committed but {delivered} delivered")
+            screens = result["screens"].count("reasons")
+            if screens != low or bench.get("reasons_answered") != low:
+                errors.append(f"{low} low ratings but {screens} reasons screens")
             return {
                 **bench,
+                "levels": LEVELS,
+                "thanks_s": thanks_s,
+                "low_ratings": low,
+                "reasons_screens": screens,
                 "rss_bare_kivy_window_mb": bare_kivy_rss_mb(display, tmp / "kivy-bare"),
-                "ok": result["ok"] and proc.returncode == 0,
-                "errors": result["errors"],
                 "committed": result["last_seq"],
-                "delivered": counter.count,
+                "delivered": delivered,
+                "duplicates": counter.count - delivered,
+                "lost": result["last_seq"] - delivered,
+                "ok": not errors and proc.returncode == 0,
+                "errors": errors,
+                "error": "; ".join(errors)
+                or (None if proc.returncode == 0 else f"harness exit {proc.returncode}"),
             }
         finally:
             counter.close()

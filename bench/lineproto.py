@@ -39,6 +39,8 @@ def point_line(ev: RatingEvent) -> str:
             p = p.field(name, value)
     if ev.reasons:
         p = p.field("reasons", ",".join(ev.reasons))
+    if ev.project is not None:
+        p = p.field("project", ev.project)
     p = p.time(rating_time_ns(ev.ts, ev.seq), WritePrecision.NS)
     return str(p.to_line_protocol())
 
@@ -65,6 +67,7 @@ def ratings(n: int) -> list[RatingEvent]:
                 ticket=f"A{i % 1000:04d}" if i % 4 else None,
                 item="330100-001",
                 reasons=["slow", "rude"] if level <= 2 else [],
+                project=f"330100{i:012d}" if i % 5 == 0 else None,
             )
         )
     return out

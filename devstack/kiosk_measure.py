@@ -94,9 +94,12 @@ class Wait:
 
 
 def touch_bench(harness: Any, arg: dict[str, Any]) -> Wait:
-    """Touch rating keys `presses` times; time each from touch-down to the outbox commit."""
+    """Touch rating keys `presses` times; time each from touch-down to the outbox commit.
+
+    A low rating's reasons screen is answered with real touches (a reason, then submit).
+    """
     presses = int(arg.get("presses", 1000))
-    levels = [int(v) for v in arg.get("levels", [5, 4, 3])]
+    levels = [int(v) for v in arg.get("levels", [5, 4, 3])]  # low ones ask for reasons
     session = harness.kiosk.terminal.session
     press = session.press
 
@@ -111,14 +114,37 @@ def touch_bench(harness: Any, arg: dict[str, Any]) -> Wait:
     refused: list[int] = []
     t_start = time.monotonic()
 
+    reasons_shown: list[str] = []
+
+    def settled(screen: str) -> bool:
+        """`screen` is drawn and its slide-in is over (a touch during it lands nowhere)."""
+        transition = getattr(harness.app.manager, "transition", None)
+        return (
+            harness.app.shown == screen
+            and not harness.app.redraw_pending
+            and session.screen.value == screen
+            and not (transition is not None and transition.is_active)
+        )
+
+    def answer_reasons() -> bool:
+        """On the reasons screen of a low rating: touch the first reason, then submit."""
+        if not settled("reasons"):
+            return False
+        reasons = sorted(k for k in harness.app.targets if k.startswith("reason."))
+        if not reasons:
+            raise StepFailed("the reasons screen shows no reason keys")
+        reasons_shown.append(reasons[0])
+        harness.touch_widget(harness.target(reasons[0]))
+        harness.touch_widget(harness.target("confirm_reasons"))
+        return True
+
     def step() -> bool:
+        if session.screen.value == "reasons":
+            answer_reasons()
+            return False
         if len(latencies) + len(refused) >= presses:
             return True
-        if (
-            harness.app.shown != "rating"
-            or harness.app.redraw_pending
-            or session.screen.value != "rating"
-        ):
+        if not settled("rating"):
             return False
         level = levels[(len(latencies) + len(refused)) % len(levels)]
         w = harness.target(f"rating.{level}")
@@ -145,6 +171,7 @@ def touch_bench(harness: Any, arg: dict[str, Any]) -> Wait:
             "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3) if lat else None,
             "max_ms": round(lat[-1], 3) if lat else None,
             "mean_ms": round(statistics.fmean(lat), 3) if lat else None,
+            "reasons_answered": len(reasons_shown),
             "rss_mb": round(mem["VmRSS"] / 1024, 1),
             "rss_anon_mb": round(mem.get("RssAnon", 0) / 1024, 1),
             "rss_file_mb": round(mem.get("RssFile", 0) / 1024, 1),

@@ -1,6 +1,13 @@
 """Prometheus metrics of one gateway, in their own registry."""
 
+from collections.abc import Iterator
+from typing import Any, Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.link import Link
 
 
 class GatewayMetrics:
@@ -42,9 +49,9 @@ class GatewayMetrics:
         self.mqtt_connected = Gauge(
             "windowrate_gateway_mqtt_connected", "1 while connected to the broker", registry=r
         )
-        self.unacked = Gauge(
-            "windowrate_gateway_unacked_messages",
-            "Messages received and not yet acknowledged",
+        self.in_flight = Gauge(
+            "windowrate_gateway_in_flight_messages",
+            "Messages received on the current connection and not yet acknowledged (PUBACK)",
             registry=r,
         )
         self.batch_seconds = Histogram(
@@ -69,3 +76,62 @@ class GatewayMetrics:
         self.gap_checks = Counter(
             "windowrate_gateway_gap_checks", "Completed gap checks", registry=r
         )
+
+
+class _HasLinks(Protocol):
+    """What LinkCollector reads: the session link now, and a standby's watcher if any."""
+
+    link: Link | None
+    standby: Any
+
+
+class LinkCollector(Collector):
+    """The MQTT link's own counters, read at scrape time (summed over the links it had)."""
+
+    def __init__(self, gateway: _HasLinks) -> None:
+        """Read links from `gateway` at every scrape."""
+        self.gateway = gateway
+        self._seen: dict[int, Link] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield received, acked, reconnects, malformed, server disconnects, session state."""
+        link = self.gateway.link
+        if link is not None:
+            self._seen.setdefault(id(link), link)
+        links = list(self._seen.values())
+        counters = [ln.counters for ln in links]
+        names = (
+            ("received", "Messages received from the broker"),
+            ("acked", "Messages acknowledged (PUBACK sent)"),
+            ("reconnects", "Reconnects after the first connection"),
+            ("connect_failures", "Connections that failed or ended with an error"),
+            ("malformed", "Connections closed for a malformed packet from the broker"),
+            ("stale_acks", "Acks dropped: their connection had ended (the broker resends)"),
+        )
+        for name, doc in names:
+            total = sum(getattr(c, name) for c in counters)
+            yield CounterMetricFamily(f"windowrate_gateway_link_{name}", doc, value=total)
+        by_reason = CounterMetricFamily(
+            "windowrate_gateway_link_server_disconnects",
+            "DISCONNECT packets from the broker, by reason",
+            labels=["reason"],
+        )
+        reasons: dict[str, int] = {}
+        for c in counters:
+            for reason, n in c.server_disconnects.items():
+                reasons[reason] = reasons.get(reason, 0) + n
+        for reason, n in sorted(reasons.items()):
+            by_reason.add_metric([reason], n)
+        yield by_reason
+        standby = self.gateway.standby
+        yield GaugeMetricFamily(
+            "windowrate_gateway_session_active",
+            "1 while this gateway holds the MQTT session (a standby: only after a takeover)",
+            value=1.0 if link is not None and link.connected else 0.0,
+        )
+        if standby is not None:
+            yield CounterMetricFamily(
+                "windowrate_gateway_standby_takeovers",
+                "Times this standby took the session over",
+                value=standby.takeovers,
+            )

@@ -1,34 +1,32 @@
 """The gateway: MQTT (persistent session, manual ack) → validation → batched InfluxDB writes.
 
 A message is acknowledged only after the batch holding it was accepted by InfluxDB or,
-for a message that cannot be stored, after its dead letter was committed to disk.
+for a message that cannot be stored, after its dead letter was committed to disk; the
+PUBACKs of a batch go out in one send (`gateway.link`).
 """
 
 import logging
-import queue
+import socket
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 from prometheus_client import start_http_server
 
-from common.mqtt import guarded, make_client
 from gateway.deadletters import DeadLetterStore
 from gateway.gaps import GapChecker
-from gateway.metrics import GatewayMetrics
+from gateway.link import ConnectOptions, Link
+from gateway.link.standby import PresenceWatcher, Standby, new_instance, presence_topic
+from gateway.metrics import GatewayMetrics, LinkCollector
 from gateway.points import Accepted, point_of
 from gateway.recent import Fingerprint, RecentIds, Slot, fingerprint, slot_of
 from gateway.settings import GatewaySettings
 from protocol.decode import Rejection
 from protocol.messages import RatingEvent
-from protocol.topics import TopicKind, subscription
+from protocol.topics import VERSION, TopicKind, subscription
 from storage.client import InfluxClient, InfluxRejectedError, InfluxUnavailableError
 
 log = logging.getLogger(__name__)
@@ -38,18 +36,29 @@ _CONSUMED = (TopicKind.RATING, TopicKind.EVENT, TopicKind.STATUS)
 
 @dataclass(slots=True)
 class Inbound:
-    """A received message waiting for its batch."""
+    """A received message waiting for its batch; acknowledged on `link` as of `epoch`."""
 
-    gen: int
+    link: Link
+    epoch: int
     mid: int
-    qos: int
     topic: str
     payload: bytes
     received_ns: int
 
 
+def topics_of(settings: GatewaySettings) -> tuple[str, ...]:
+    """The gateway's subscriptions: all halls, or one filter per kind for each of its halls."""
+    prefix, share = settings.mqtt.prefix, settings.share_group
+    if not settings.halls:
+        return tuple(subscription(k, prefix, share) for k in _CONSUMED)
+    filters = [
+        f"{prefix}/{VERSION}/{hall}/+/{k.value}" for hall in settings.halls for k in _CONSUMED
+    ]
+    return tuple(f"$share/{share}/{f}" if share else f for f in filters)
+
+
 class Gateway:
-    """One gateway process; several may share the subscription."""
+    """One gateway process: a persistent MQTT session in, InfluxDB out."""
 
     def __init__(self, settings: GatewaySettings) -> None:
         """Prepare the gateway; start() connects."""
@@ -58,22 +67,49 @@ class Gateway:
         self.output = InfluxClient(settings.influx)
         self.dead = DeadLetterStore(settings.data_dir / "dead_letters.sqlite")
         self.gaps = GapChecker(settings.influx, settings.gaps, self.metrics)
-        # Bounded: the broker sends at most receive_maximum unacknowledged QoS 1 messages.
-        self._queue: queue.Queue[Inbound] = queue.Queue(settings.batch.receive_maximum + 1000)
-        self._gen = 0
-        self._gen_lock = threading.Lock()
         self.recent = RecentIds(settings.data_dir / "recent_ids.sqlite", settings.dedupe_ids)
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
         self._http: Any = None
-        self.client = make_client(
-            settings.mqtt, settings.client_id, manual_ack=True, paho_logging=False
+        prefix = settings.mqtt.prefix
+        self.options = ConnectOptions(
+            settings.client_id,
+            topics_of(settings),
+            receive_max=settings.batch.receive_maximum,
+            session_expiry_s=settings.session_expiry_s,
+            presence=presence_topic(prefix, settings.client_id) if settings.presence else None,
+            instance=new_instance(),
         )
-        self._in_batch = 0
-        self.metrics.unacked.set_function(lambda: self._queue.qsize() + self._in_batch)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        # The link holding the session now: always for a primary, only while the primary is
+        # away for a standby (which swaps it in and out through _use_link).
+        self.link: Link | None = None
+        self.standby: Standby | None = None
+        if settings.role == "standby":
+            # A clean session: a fresh id per process, so two standbys never share one.
+            watch_id = (
+                settings.watch_client_id or f"{settings.client_id}-watch-{uuid.uuid4().hex[:8]}"
+            )
+            watcher = PresenceWatcher(
+                settings.mqtt, presence_topic(prefix, settings.client_id), watch_id
+            )
+            self.standby = Standby(settings.mqtt, self.options, watcher, self._use_link)
+        else:
+            self.link = Link(settings.mqtt, self.options)
+        self.metrics.registry.register(LinkCollector(self))
+        self.metrics.mqtt_connected.set_function(self._connected)
+        self.metrics.in_flight.set_function(lambda: self.link.in_flight if self.link else 0)
+
+    def _connected(self) -> float:
+        """1 while the session is up (a standby: while its watcher or session is up)."""
+        if self.link is not None and self.link.connected:
+            return 1.0
+        if self.standby is not None and self.standby.link is None:
+            return 1.0 if self.standby.watcher.link.connected else 0.0
+        return 0.0
+
+    def _use_link(self, link: Link | None) -> None:
+        """A standby took the session over (a link) or gave it back (None)."""
+        self.link = link
 
     # --- lifecycle ---
 
@@ -85,27 +121,23 @@ class Gateway:
                 addr=self.settings.metrics.host,
                 registry=self.metrics.registry,
             )
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.settings.session_expiry_s
-        props.ReceiveMaximum = self.settings.batch.receive_maximum
-        self.client.connect_async(
-            self.settings.mqtt.host,
-            self.settings.mqtt.port,
-            keepalive=self.settings.mqtt.keepalive_s,
-            clean_start=False,
-            properties=props,
-        )
-        self.client.loop_start()
+        if self.standby is not None:
+            self.standby.start()
+        elif self.link is not None:
+            self.link.start()
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
         self._writer.start()
         self.gaps.start()
         log.info(
-            "gateway %s started: broker %s:%s, InfluxDB %s/%s",
+            "gateway %s (%s, %s) started: broker %s:%s, InfluxDB %s/%s, subscriptions %s",
             self.settings.client_id,
+            self.settings.role,
+            socket.gethostname(),
             self.settings.mqtt.host,
             self.settings.mqtt.port,
             self.settings.influx.url,
             self.settings.influx.database,
+            ", ".join(self.options.topics),
         )
 
     def stop(self) -> None:
@@ -113,8 +145,10 @@ class Gateway:
         self._stop.set()
         if self._writer is not None:
             self._writer.join(30)
-        self.client.disconnect()
-        self.client.loop_stop()
+        if self.standby is not None:
+            self.standby.stop()
+        if self.link is not None:
+            self.link.stop()
         self.gaps.stop()
         if self._http is not None:
             self._http.shutdown()
@@ -123,74 +157,35 @@ class Gateway:
         self.recent.close()
         log.info("gateway stopped")
 
-    # --- paho callbacks (network thread) ---
-
-    @guarded
-    def _on_connect(
-        self, client: mqtt.Client, _u: Any, flags: Any, rc: ReasonCode, _p: Properties | None
-    ) -> None:
-        """Subscribe (shared) to ratings, events and statuses."""
-        if rc.is_failure:
-            log.error("broker refused the gateway: %s", rc)
-            return
-        with self._gen_lock:
-            self._gen += 1
-        self.metrics.mqtt_connected.set(1)
-        log.info("connected (session present: %s)", flags.session_present)
-        opts = SubscribeOptions(qos=1)
-        client.subscribe(
-            [
-                (subscription(k, self.settings.mqtt.prefix, self.settings.share_group), opts)
-                for k in _CONSUMED
-            ]
-        )
-
-    @guarded
-    def _on_disconnect(
-        self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
-    ) -> None:
-        """Forget pending acks of this connection: the broker redelivers those messages."""
-        with self._gen_lock:
-            self._gen += 1
-        self.metrics.mqtt_connected.set(0)
-        log.warning("disconnected from broker: %s", rc)
-
-    @guarded
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        """Queue the message for the writer (blocks when the writer is behind)."""
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            topic = "<undecodable>"
-        self._queue.put(
-            Inbound(self._gen, msg.mid, msg.qos, topic, bytes(msg.payload), time.time_ns())
-        )
-        self.metrics.unacked.inc()
-
     # --- writer thread ---
 
     def _collect(self) -> list[Inbound]:
         """Take messages until the batch is full or its delay has passed."""
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
+        link = self.link
+        if link is None:
+            self._stop.wait(0.2)
             return []
-        batch = [first]
+        first = link.get(0.2)
+        if first is None:
+            return []
+        now = time.time_ns()
+        batch = [
+            Inbound(link, first.epoch, m.packet_id, m.topic, m.payload, now) for m in first.messages
+        ]
         cfg = self.settings.batch
         deadline = time.monotonic() + cfg.max_delay_ms / 1000
         while len(batch) < cfg.max_points:
-            try:
-                batch.append(self._queue.get_nowait())
-                continue
-            except queue.Empty:
-                pass
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            try:
-                batch.append(self._queue.get(timeout=min(left, 0.01)))
-            except queue.Empty:
+            more = link.get(left)
+            if more is None:
                 continue
+            now = time.time_ns()
+            batch.extend(
+                Inbound(link, more.epoch, m.packet_id, m.topic, m.payload, now)
+                for m in more.messages
+            )
         return batch
 
     def _write_loop(self) -> None:
@@ -199,7 +194,6 @@ class Gateway:
             batch = self._collect()
             if not batch:
                 continue
-            self._in_batch = len(batch)
             try:
                 self._handle(batch)
             except _Stopping:
@@ -343,7 +337,9 @@ class Gateway:
     def _store_points(self, points: list[tuple[str, Inbound]]) -> list[tuple[str, Inbound]]:
         """Write points, isolating any that InfluxDB refuses; return the refused ones."""
         refused: list[tuple[str, Inbound]] = []
-        pending = [points] if points else []
+        # One socket read may bring more than max_points messages: write in parts, ack once.
+        size = self.settings.batch.max_points
+        pending = [points[i : i + size] for i in range(0, len(points), size)][::-1]
         while pending:
             part = pending.pop()
             try:
@@ -375,12 +371,16 @@ class Gateway:
         return refused
 
     def _ack(self, batch: list[Inbound]) -> None:
-        """Acknowledge in arrival order; skip messages of an earlier connection."""
-        with self._gen_lock:
-            for m in batch:
-                if m.qos > 0 and m.gen == self._gen:
-                    self.client.ack(m.mid, m.qos)
-        self._in_batch = 0
+        """PUBACK the whole batch in one send per connection; a later connection gets none."""
+        groups: dict[tuple[int, int], tuple[Link, list[int]]] = {}
+        for m in batch:
+            if m.mid:
+                key = (id(m.link), m.epoch)
+                if key not in groups:
+                    groups[key] = (m.link, [])
+                groups[key][1].append(m.mid)
+        for (_link, epoch), (link, ids) in groups.items():
+            link.ack(epoch, ids)
 
 
 class _Stopping(Exception):

@@ -16,8 +16,10 @@ from pydantic import (
 from protocol.scales import check_level
 from protocol.topics import ID_PATTERN
 
+WINDOW_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}"
+REASON_PATTERN = r"[a-z0-9][a-z0-9_-]{0,31}"
 IdStr = Annotated[str, StringConstraints(pattern=rf"^{ID_PATTERN}$")]
-WindowStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")]
+WindowStr = Annotated[str, StringConstraints(pattern=rf"^{WINDOW_PATTERN}$")]
 # Free text from a queue system or badge: printable, no control characters, bounded.
 TextStr = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
@@ -26,7 +28,7 @@ TextStr = Annotated[
 VersionStr = Annotated[
     str, StringConstraints(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
-ReasonStr = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")]
+ReasonStr = Annotated[str, StringConstraints(pattern=rf"^{REASON_PATTERN}$")]
 # Reason codes starting with "x-" are flags the device sets, not reasons a person chose.
 FLAG_REPEAT = "x-repeat"  # pressed again within the repeat interval (prompt mode "always")
 EpochMs = Annotated[int, Field(ge=0, lt=10**14)]
@@ -62,6 +64,12 @@ class RatingEvent(_Message):
     ticket: TextStr | None = None
     item: TextStr | None = None
     reasons: Annotated[list[ReasonStr], Field(max_length=16)] = Field(default_factory=list)
+    # Left out of the JSON while null: a v1 receiver older than `project` rejects the key.
+    project: TextStr | None = Field(
+        default=None,
+        title="办件编号 a business or queue system bound to the service",
+        exclude_if=lambda value: value is None,
+    )
 
     @model_validator(mode="after")
     def _level_in_scale(self) -> Self:

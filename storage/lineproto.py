@@ -4,7 +4,16 @@ Hand-written rather than influxdb_client's Point: `bench/lineproto.py` times bot
 (`windowrate bench lineproto`); `tests/test_lineproto.py` checks that both give the same bytes.
 """
 
-from protocol.messages import DeviceStatus, RatingEvent, ServiceEvent
+import re
+
+from protocol.messages import (
+    REASON_PATTERN,
+    WINDOW_PATTERN,
+    DeviceStatus,
+    RatingEvent,
+    ServiceEvent,
+)
+from protocol.topics import ID_PATTERN
 from storage.schema import (
     MEASUREMENT_EVENT,
     MEASUREMENT_RATING,
@@ -29,28 +38,45 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-def rating_line(ev: RatingEvent) -> str:
-    """Return the `rating` point of one RatingEvent."""
-    fields = [
-        f"seq={ev.seq}i",
-        f"id={_str(str(ev.id))}",
-        f"scale={ev.scale}i",
-        f"input={_str(ev.input)}",
-        f"prompted={_bool(ev.prompted)}",
-        f"clock_synced={_bool(ev.clock_synced)}",
-    ]
-    if ev.staff is not None:
-        fields.append(f"staff={_str(ev.staff)}")
-    if ev.ticket is not None:
-        fields.append(f"ticket={_str(ev.ticket)}")
-    if ev.item is not None:
-        fields.append(f"item={_str(ev.item)}")
-    if ev.reasons:
-        fields.append(f"reasons={_str(','.join(ev.reasons))}")
-    return (
-        f"{MEASUREMENT_RATING},device={_tag(ev.device)},hall={_tag(ev.hall)},level={ev.level},"
-        f"window={_tag(ev.window)} {','.join(fields)} {rating_time_ns(ev.ts, ev.seq)}"
+def _never_escaped(pattern: str) -> bool:
+    """True if no string matching `pattern` holds a character line protocol escapes."""
+    probe = re.compile(pattern)
+    return not any(
+        probe.fullmatch(text)
+        for ch in '\\,= "\n'
+        for text in (ch, "a" + ch, "a" + ch + "a", ch + "a", "0" + ch, "0" + ch + "0")
     )
+
+
+# Ids, windows and reason codes of a validated RatingEvent hold no character that line
+# protocol escapes (probed here with the patterns protocol.messages validates with;
+# tests/test_lineproto.py compares generated ratings with influxdb_client's escaping), and
+# `input` is one of three plain words, so rating_line writes them as they are. With one
+# f-string instead of a list join this takes 4.90 µs per rating instead of 5.98
+# (`python -m bench.stages --ratings 100000`, `line` after/before in one run).
+if not all(map(_never_escaped, (ID_PATTERN, WINDOW_PATTERN, REASON_PATTERN))):
+    raise RuntimeError("an id, window or reason pattern admits a line-protocol special")
+
+
+def rating_line(ev: RatingEvent) -> str:
+    """Return the `rating` point of one RatingEvent (validated: its ids need no escaping)."""
+    line = (
+        f"{MEASUREMENT_RATING},device={ev.device},hall={ev.hall},level={ev.level},"
+        f'window={ev.window} seq={ev.seq}i,id="{ev.id}",scale={ev.scale}i,input="{ev.input}",'
+        f"prompted={'true' if ev.prompted else 'false'},"
+        f"clock_synced={'true' if ev.clock_synced else 'false'}"
+    )
+    if ev.staff is not None:
+        line += f",staff={_str(ev.staff)}"
+    if ev.ticket is not None:
+        line += f",ticket={_str(ev.ticket)}"
+    if ev.item is not None:
+        line += f",item={_str(ev.item)}"
+    if ev.reasons:
+        line += f',reasons="{",".join(ev.reasons)}"'
+    if ev.project is not None:
+        line += f",project={_str(ev.project)}"
+    return f"{line} {rating_time_ns(ev.ts, ev.seq)}"
 
 
 def event_line(ev: ServiceEvent) -> str:

@@ -21,6 +21,7 @@ RATING_FIELDS = (
     "ticket",
     "item",
     "reasons",
+    "project",
 )
 EVENT_TAGS = ("device", "hall", "type")
 EVENT_FIELDS = ("id", "clock_synced", "window", "staff", "ticket", "item")

@@ -109,3 +109,73 @@ def test_5000_ratings_survive_crashes_and_outages(
     assert m["windowrate_gateway_seq_duplicated_total"] == 0
     assert not any(k.startswith("windowrate_gateway_messages_rejected_total") for k in m)
     gw.stop()
+
+
+@pytest.mark.slow
+def test_broker_sigkilled_while_the_gateway_holds_unacknowledged_messages(
+    tmp_path: Path, broker: Mosquitto, influx: Influxd
+) -> None:
+    """influxd paused (SIGSTOP) so the gateway holds a batch unacknowledged, shown by its
+    in-flight metric; then the broker is SIGKILLed (not stopped), restarted, influxd resumed:
+    the 5,000 ratings are stored exactly once, seq complete."""
+    gw = GatewayProcess(
+        tmp_path / "gateway", broker.port, influx.url, WR_GATEWAY_INFLUX__TIMEOUT_S="3"
+    )
+    gw.start()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    sims = [
+        simulate_proc(
+            broker.port,
+            tmp_path / "kiosks",
+            hall="fault",
+            first=first,
+            kiosks=n,
+            per_kiosk=PER_KIOSK,
+            rate=5.0,
+            log_path=logs / f"kiosks-{first}.log",
+        )
+        for first, n in ((1, KIOSKS // 2), (1 + KIOSKS // 2, KIOSKS - KIOSKS // 2))
+    ]
+    assert influx.proc is not None
+    try:
+        wait_until(lambda: rating_count(influx.url) >= 500, 60, 0.2, "ratings flowing")
+        influx.proc.send_signal(signal.SIGSTOP)  # InfluxDB hangs: the batch cannot be stored
+        held = wait_until(
+            lambda: gw.metrics()["windowrate_gateway_in_flight_messages"] >= 200,
+            30,
+            0.1,
+            "the gateway holding unacknowledged messages",
+        )
+        in_flight = gw.metrics()["windowrate_gateway_in_flight_messages"]
+        broker.kill()  # SIGKILL while those messages are unacknowledged
+        assert held and in_flight >= 200
+        time.sleep(2)
+        broker.start()
+        time.sleep(3)
+        influx.proc.send_signal(signal.SIGCONT)
+        for proc in sims:
+            assert proc.wait(300) == 0, (logs / "kiosks-1.log").read_text()[-3000:]
+        wait_until(lambda: rating_count(influx.url) >= TOTAL, 180, 0.5, "all ratings in InfluxDB")
+        time.sleep(2)  # anything extra (a double) would land now
+    finally:
+        if influx.proc is not None:
+            influx.proc.send_signal(signal.SIGCONT)
+        for proc in sims:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    assert rating_count(influx.url) == TOTAL
+    assert distinct_ids(influx.url) == TOTAL
+    per_device = influx_query(
+        influx.url, 'SELECT count("seq"), max("seq"), min("seq") FROM "rating" GROUP BY "device"'
+    )
+    assert len(per_device) == KIOSKS
+    for s in per_device:
+        _t, count, max_seq, min_seq = s["values"][0]
+        assert (count, min_seq, max_seq) == (PER_KIOSK, 1, PER_KIOSK), s["tags"]
+    m = gw.metrics()
+    assert m["windowrate_gateway_link_reconnects_total"] >= 1
+    assert not any(k.startswith("windowrate_gateway_messages_rejected_total") for k in m)
+    gw.stop()

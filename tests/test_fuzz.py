@@ -366,28 +366,28 @@ def corrupted(draw: st.DrawFn, data: bytes) -> bytes:
     return data + data
 
 
+# Fixed raw payloads (tests/test_decode_equivalence.py runs each one).
+RAW_SAMPLES = [
+    b"",
+    b"null",
+    b"true",
+    b"[]",
+    b"{}",
+    b'"rating"',
+    b"NaN",
+    b"Infinity",
+    b"-Infinity",
+    b"1e999",
+    b"123456789012345678901234567890123456789",
+    b'{"v": NaN}',
+    b'{"v": 1, "v": 1}',
+    b'"\\ud800"',
+    b"\xff\xfe\x00{",
+]
 raw_payloads = st.one_of(
     st.binary(max_size=300),
     st.binary(min_size=1, max_size=100).map(lambda b: b"\xc3" + b + b"\xed\xa0\x80"),
-    st.sampled_from(
-        [
-            b"",
-            b"null",
-            b"true",
-            b"[]",
-            b"{}",
-            b'"rating"',
-            b"NaN",
-            b"Infinity",
-            b"-Infinity",
-            b"1e999",
-            b"123456789012345678901234567890123456789",
-            b'{"v": NaN}',
-            b'{"v": 1, "v": 1}',
-            b'"\\ud800"',
-            b"\xff\xfe\x00{",
-        ]
-    ),
+    st.sampled_from(RAW_SAMPLES),
     st.integers(1, 30_000).map(lambda n: b"[" * n + b"]" * n),
     st.integers(1, 10_000).map(lambda n: b'{"a":' * n + b"1" + b"}" * n),
     st.integers(MAX_BYTES - 20, MAX_BYTES + 5000).map(
@@ -420,28 +420,27 @@ segments = st.one_of(
     st.sampled_from(["", "+", "#", "Hz-Civic", "a" * 65, "k 1", "k/1", "$SYS", "k\x00", "é", "😀"]),
     st.text(max_size=70),
 )
-whole_topics = st.sampled_from(
-    [
-        "",
-        "/",
-        "#",
-        "+/+/+/+/+",
-        "wr",
-        "wr/v1",
-        "wr/v1/",
-        "wr/v2/hz-civic/k-0001/rating",
-        "WR/v1/hz-civic/k-0001/rating",
-        "/wr/v1/hz-civic/k-0001/rating",
-        "wr/v1/hz-civic/k-0001/rating/",
-        "wr/v1/hz-civic/k-0001/rating/extra",
-        "wr/v1/hz-civic/k-0001",
-        "wr/v1/hz-civic/k-0001/RATING",
-        "wr/v1/hz-civic/k-0001/ratings",
-        "$SYS/broker/uptime",
-        "wr//v1/hz-civic/k-0001/rating",
-        "wr/v1/hz-civic/k-0001/" + "x" * 70_000,
-    ]
-)
+WHOLE_TOPICS = [
+    "",
+    "/",
+    "#",
+    "+/+/+/+/+",
+    "wr",
+    "wr/v1",
+    "wr/v1/",
+    "wr/v2/hz-civic/k-0001/rating",
+    "WR/v1/hz-civic/k-0001/rating",
+    "/wr/v1/hz-civic/k-0001/rating",
+    "wr/v1/hz-civic/k-0001/rating/",
+    "wr/v1/hz-civic/k-0001/rating/extra",
+    "wr/v1/hz-civic/k-0001",
+    "wr/v1/hz-civic/k-0001/RATING",
+    "wr/v1/hz-civic/k-0001/ratings",
+    "$SYS/broker/uptime",
+    "wr//v1/hz-civic/k-0001/rating",
+    "wr/v1/hz-civic/k-0001/" + "x" * 70_000,
+]
+whole_topics = st.sampled_from(WHOLE_TOPICS)
 
 
 HOSTILE_TOPICS = st.builds(

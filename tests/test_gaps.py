@@ -320,6 +320,7 @@ def test_two_gateways_share_the_stream(tmp_path: Path, broker: Mosquitto, influx
             influx.url,
             client_id=f"gateway-{n}",
             WR_GATEWAY_GAPS__INTERVAL_S="0.5",
+            WR_GATEWAY_SHARE_GROUP="gateway",  # opt-in: the default is a plain subscription
         )
         for n in (1, 2)
     ]

@@ -9,10 +9,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bench.lineproto import point_line
+from devstack.services import Influxd
 from gateway.points import Accepted, point_of
 from protocol.decode import Rejection
 from protocol.messages import DeviceStatus, RatingEvent, ServiceEvent
 from protocol.topics import TopicKind
+from storage.client import InfluxClient, InfluxSettings
 from storage.lineproto import rating_line
 from storage.schema import rating_time_ns
 
@@ -151,6 +153,7 @@ def _assert_same_point(ev: RatingEvent) -> None:
     assert fields.get("staff") == ev.staff
     assert fields.get("ticket") == ev.ticket
     assert fields.get("item") == ev.item
+    assert fields.get("project") == ev.project
     assert t == ev.ts * 1_000_000 + ev.seq % 1_000_000
 
 
@@ -201,8 +204,32 @@ def test_reasons_comma_joined() -> None:
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_hostile_text_matches_point(value: str) -> None:
-    ev = _event(staff=value, ticket=value, item=value)
+    ev = _event(staff=value, ticket=value, item=value, project=value)
     _assert_same_point(ev)
+
+
+def test_project_is_a_string_field() -> None:
+    """`project` (办件编号) is a field like `ticket`, never a tag; absent while null."""
+    ev = _event(project="330100-2026-000123")
+    _assert_same_point(ev)
+    _, tags, fields, _ = parse_line(rating_line(ev))
+    assert fields["project"] == "330100-2026-000123" and "project" not in tags
+    assert "project" not in parse_line(rating_line(_event()))[2]
+
+
+def test_project_is_stored_as_a_string_field(influx: Influxd) -> None:
+    """Written to a real InfluxDB: read back as it was sent; a field key, not a tag key."""
+    values = ['办件 "7", a=b\\c', "P-0002"]
+    events = [_event(project=v, seq=i + 1) for i, v in enumerate(values)]
+    with InfluxClient(InfluxSettings(url=influx.url, database="lp")) as client:
+        client.write([rating_line(ev) for ev in [*events, _event(seq=3)]])
+        rows = list(client.rows('SELECT "seq", "project" FROM "rating"'))
+        fields = {
+            r["fieldKey"]: r["fieldType"] for r in client.rows('SHOW FIELD KEYS FROM "rating"')
+        }
+        tags = {r["tagKey"] for r in client.rows('SHOW TAG KEYS FROM "rating"')}
+    assert {r["seq"]: r["project"] for r in rows} == {1: values[0], 2: values[1], 3: None}
+    assert fields["project"] == "string" and "project" not in tags
 
 
 def test_window_with_dot_and_caps() -> None:
@@ -237,6 +264,7 @@ def rating_events(draw: st.DrawFn) -> RatingEvent:
             ticket=draw(st.none() | texts),
             item=draw(st.none() | texts),
             reasons=draw(st.lists(reason_codes, max_size=16)),
+            project=draw(st.none() | texts),
         )
     )
 
@@ -321,6 +349,16 @@ class TestDecode:
 
     def test_unknown_key(self) -> None:
         assert _reason({**EXAMPLE, "extra": 1}) == "unknown_key"
+
+    def test_project_accepted_and_stored_in_the_line(self) -> None:
+        got = _decode({**EXAMPLE, "project": "330100-2026-000123"})
+        assert isinstance(got, Accepted) and got.rating is not None
+        assert got.rating.project == "330100-2026-000123"
+        assert parse_line(got.line)[2]["project"] == "330100-2026-000123"
+
+    @pytest.mark.parametrize("value", ["", "x" * 65, 7, "a\nb"])
+    def test_bad_project(self, value: Any) -> None:
+        assert _reason({**EXAMPLE, "project": value}) == "invalid_field"
 
     @pytest.mark.parametrize("key", ["id", "seq", "ts", "level", "device"])
     def test_missing_key(self, key: str) -> None:

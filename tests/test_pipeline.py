@@ -110,12 +110,30 @@ def test_kiosk_restart_resumes_seq_and_sends_leftovers(
     gw.stop()
 
 
+def test_plain_subscription_queues_across_a_broker_restart(
+    tmp_path: Path, broker: Mosquitto, influx: Influxd
+) -> None:
+    """The default plain subscription survives a broker restart: ratings sent while the
+    gateway is away queue in its session and are stored once it is back."""
+    gw = GatewayProcess(tmp_path / "gw", broker.port, influx.url)
+    gw.start()
+    gw.stop()
+    broker.restart()
+    k = Kiosk(tmp_path / "k.sqlite", broker.port)
+    k.rate(5)
+    assert k.publisher.wait_drained(15)  # the broker took them for the gateway's session
+    gw.start()
+    wait_until(lambda: rating_count(influx.url) == 5, 30)
+    k.close()
+    gw.stop()
+
+
 def test_no_subscriber_after_broker_restart_is_retried(
     tmp_path: Path, broker: Mosquitto, influx: Influxd
 ) -> None:
-    """Mosquitto forgets shared subscriptions on restart; ratings sent before the gateway is
-    back get PUBACK 'no matching subscribers' and must stay in the outbox until it is."""
-    gw = GatewayProcess(tmp_path / "gw", broker.port, influx.url)
+    """Mosquitto forgets shared subscriptions (opt-in) on restart; ratings sent before the
+    gateway is back get PUBACK 'no matching subscribers' and stay in the outbox until it is."""
+    gw = GatewayProcess(tmp_path / "gw", broker.port, influx.url, WR_GATEWAY_SHARE_GROUP="gateway")
     gw.start()
     gw.stop()
     broker.restart()
@@ -142,7 +160,7 @@ def test_influx_down_means_no_ack_and_nothing_lost(
     k = Kiosk(tmp_path / "k.sqlite", broker.port)
     k.rate(20)
     assert k.publisher.wait_drained(15)  # the broker has them
-    wait_until(lambda: gw.metrics()["windowrate_gateway_unacked_messages"] >= 20, 15)
+    wait_until(lambda: gw.metrics()["windowrate_gateway_in_flight_messages"] >= 20, 15)
     assert gw.metrics()["windowrate_gateway_influx_write_failures_total"] >= 1
     gw.kill()
     influx.start()

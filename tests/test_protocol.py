@@ -16,6 +16,7 @@ from protocol.messages import RatingEvent
 from protocol.scales import SCALES, level_index, level_label, offers_reasons
 from protocol.topics import Topic, TopicError, TopicKind, subscription
 from server.scores.policy import Policy
+from storage.schema import RATING_FIELDS, RATING_TAGS
 
 # The example RatingEvent of docs/wire-contract.md, verbatim.
 DESIGN_EXAMPLE = """
@@ -208,6 +209,48 @@ class TestRatingEvent:
             ev.level = 1  # type: ignore[misc]
 
 
+class TestProject:
+    """`project` (办件编号): optional text ≤ 64 on a RatingEvent, accepted from now on."""
+
+    def test_absent_is_none(self) -> None:
+        assert _validate(EXAMPLE).project is None
+
+    @pytest.mark.parametrize("value", ["330100-2026-000123", "办件-2026-0001", "x" * 64, 'a"b\\c'])
+    def test_text_accepted(self, value: str) -> None:
+        assert _validate(_with(project=value)).project == value
+
+    def test_null_accepted(self) -> None:
+        assert _validate(_with(project=None)).project is None
+
+    @pytest.mark.parametrize("value", ["", "x" * 65, 12345, True, ["a"], {"id": "a"}])
+    def test_bad_value_rejected(self, value: Any) -> None:
+        _rejected(_with(project=value))
+
+    @pytest.mark.parametrize("char", CONTROL_CHARS)
+    def test_control_character_rejected(self, char: str) -> None:
+        _rejected(_with(project=f"P{char}1"))
+
+    def test_left_out_of_the_json_while_null(self) -> None:
+        """Today's kiosks serialise RatingEvent: no `"project": null` for older gateways."""
+        ev = _validate(EXAMPLE)
+        assert "project" not in json.loads(ev.model_dump_json())
+        bound = ev.model_copy(update={"project": "P-1"})
+        assert json.loads(bound.model_dump_json())["project"] == "P-1"
+        assert RatingEvent.model_validate_json(bound.model_dump_json()) == bound
+
+    def test_decoded_with_the_rating(self) -> None:
+        now = EXAMPLE["ts"] + 1000
+        topic = "wr/v1/hz-civic/k-0001/rating"
+        res = decode(topic, json.dumps(_with(project="P-7")).encode(), now)
+        assert isinstance(res, Decoded) and isinstance(res.message, RatingEvent)
+        assert res.message.project == "P-7"
+        long = decode(topic, json.dumps(_with(project="x" * 65)).encode(), now)
+        assert isinstance(long, Rejection) and long.reason == "invalid_field"
+
+    def test_stored_as_a_field_not_a_tag(self) -> None:
+        assert "project" in RATING_FIELDS and "project" not in RATING_TAGS
+
+
 # --------------------------------------------------------------------------- strategies
 
 ID_RE = r"[a-z0-9][a-z0-9_-]{0,63}"
@@ -244,6 +287,7 @@ def rating_events(draw: st.DrawFn) -> RatingEvent:
             ticket=draw(st.none() | texts),
             item=draw(st.none() | texts),
             reasons=draw(st.lists(reason_codes, max_size=16)),
+            project=draw(st.none() | texts),
         )
     )
 
@@ -262,7 +306,7 @@ json_values = st.recursive(
     ),
     max_leaves=8,
 )
-field_names = st.sampled_from([*EXAMPLE.keys(), "extra"]) | st.text(max_size=10)
+field_names = st.sampled_from([*EXAMPLE.keys(), "project", "extra"]) | st.text(max_size=10)
 random_dicts = st.dictionaries(field_names, json_values, max_size=18)
 mutated_examples = st.builds(
     lambda over, drop: {**{k: v for k, v in EXAMPLE.items() if k not in drop}, **over},

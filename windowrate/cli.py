@@ -363,58 +363,104 @@ def bench() -> None:
 @click.option(
     "--gateways", default=1, show_default=True, help="Gateway processes sharing the subscription."
 )
+@click.option(
+    "--backlog", default=0, show_default=True, help="Instead: drain this many queued ratings."
+)
+@click.option("--devices", default=1000, show_default=True, help="Backlog: devices.")
+@click.option("--halls", default=10, show_default=True, help="Backlog: halls.")
+@click.option("--publishers", default=8, show_default=True, help="Backlog: mosquitto_pub at once.")
 @click.option("--json", "as_json", is_flag=True, help="Only JSON lines on stdout.")
-def bench_gateway(ratings: int, connections: int, gateways: int, as_json: bool) -> None:
-    """Gateway throughput against Mosquitto's own C clients on the same broker."""
-    from bench.gateway import run_bench
+def bench_gateway(
+    ratings: int,
+    connections: int,
+    gateways: int,
+    backlog: int,
+    devices: int,
+    halls: int,
+    publishers: int,
+    as_json: bool,
+) -> None:
+    """Gateway throughput against Mosquitto's own C clients, or the drain of a backlog."""
+    from bench.gateway import run_backlog, run_bench
 
-    result = run_bench(ratings=ratings, connections=connections, gateways=gateways)
+    if backlog:
+        result = run_backlog(backlog, devices=devices, halls=halls, publishers=publishers)
+    else:
+        result = run_bench(ratings=ratings, connections=connections, gateways=gateways)
     click.echo(json.dumps(result))
 
 
+@bench.command("peers")
+@click.option("--ratings", default=100_000, show_default=True)
+@click.option("--connections", default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Only JSON lines on stdout (always so).")
+def bench_peers(ratings: int, connections: int, as_json: bool) -> None:
+    """Our gateway against Node-RED 4 (mqtt in → json → influxdb batch), same run and data."""
+    from bench.peers import run_bench
+
+    click.echo(json.dumps(run_bench(ratings=ratings, connections=connections)))
+
+
 @bench.command("kiosk")
-@click.option("--presses", default=1000, show_default=True)
+@click.option("--presses", default=100, show_default=True, help="Each waits the thank-you time.")
 @click.option("--json", "as_json", is_flag=True, help="Only JSON lines on stdout (always so).")
 def bench_kiosk(presses: int, as_json: bool) -> None:
-    """Touch-to-commit latency and RSS of the real kiosk app under Xvfb; last line the summary."""
+    """Touch-to-commit latency and RSS of the real kiosk app under Xvfb; fails on a loss."""
     from bench.kiosk import run_bench
 
     result = run_bench(presses=presses)
     click.echo(json.dumps(result, ensure_ascii=False))
-    summary = {k: result.get(k) for k in ("presses", "p50_ms", "p99_ms", "rss_mb")}
+    keys = ("presses", "committed", "delivered", "lost", "reasons_screens", "p50_ms", "p99_ms")
+    summary = {k: result.get(k) for k in (*keys, "rss_mb", "error")}
     click.echo(json.dumps(summary))
     sys.exit(0 if result.get("ok") else 1)
 
 
 @bench.command("board")
-@click.option("--windows", default=500, show_default=True)
-@click.option("--rate", default=200.0, show_default=True, help="Ratings per second.")
+@click.option("--windows", default=100, show_default=True, help="Kiosk terminals pressed.")
+@click.option("--rate", default=50.0, show_default=True, help="Presses per second, all kiosks.")
 @click.option("--seconds", default=15.0, show_default=True)
 @click.option("--page-windows", default=200, show_default=True)
+@click.option("--loads", default=5, show_default=True, help="Cold (and warm) page loads.")
 @click.option("--json", "as_json", is_flag=True, help="Only JSON lines on stdout (always so).")
 def bench_board(
-    windows: int, rate: float, seconds: float, page_windows: int, as_json: bool
+    windows: int, rate: float, seconds: float, page_windows: int, loads: int, as_json: bool
 ) -> None:
-    """Press-to-board latency over SSE and hall board load time in headless Chromium."""
+    """Kiosk press to board paint in headless Chromium, and cold board loads; fails on a loss."""
     from bench.board import run_bench
 
-    result = run_bench(windows=windows, rate=rate, seconds=seconds, page_windows=page_windows)
-    click.echo(json.dumps(result))
-    click.echo(json.dumps({k: result[k] for k in ("p50_ms", "p99_ms", "page_load_ms")}))
+    result = run_bench(
+        windows=windows, rate=rate, seconds=seconds, page_windows=page_windows, loads=loads
+    )
+    click.echo(json.dumps(result, ensure_ascii=False))
+    keys = ("committed", "received", "lost", "p50_ms", "p99_ms", "page_load_ms", "error")
+    click.echo(json.dumps({k: result[k] for k in keys}))
+    sys.exit(1 if result["error"] else 0)
 
 
 @bench.command("export")
 @click.option("--windows", default=1000, show_default=True)
-@click.option("--days", default=365, show_default=True)
-@click.option("--raw-days", default=2, show_default=True, help="Days kept raw in InfluxDB.")
+@click.option("--raw-days", default=2, show_default=True, help="Last days not rolled up yet.")
+@click.option(
+    "--raw-head-days", default=1, show_default=True, help="First days awaiting a rebuild."
+)
+@click.option(
+    "--built-days", default=2, show_default=True, help="Days the rollup job builds, timed."
+)
 @click.option("--json", "as_json", is_flag=True, help="Only JSON lines on stdout.")
-def bench_export(windows: int, days: int, raw_days: int, as_json: bool) -> None:
-    """A year of 1,000 windows (rollups plus raw days in a real influxd): export seconds."""
+def bench_export(
+    windows: int, raw_days: int, raw_head_days: int, built_days: int, as_json: bool
+) -> None:
+    """A year of 1,000 windows: cold XLSX export of an unaligned and an aligned year."""
     from bench.export import run_bench
 
-    result = run_bench(windows=windows, days=days, raw_days=raw_days)
-    click.echo(json.dumps(result))
-    summary = {k: result[k] for k in ("windows", "ratings", "seconds")}
+    result = run_bench(
+        windows=windows, raw_days=raw_days, raw_head_days=raw_head_days, built_days=built_days
+    )
+    click.echo(json.dumps(result, ensure_ascii=False))
+    summary = {k: result[k] for k in ("windows", "ratings", "rollup_build_s_per_day")}
+    summary["unaligned_s"] = result["unaligned"]["seconds"]
+    summary["aligned_s"] = result["aligned"]["seconds"]
     click.echo(json.dumps(summary))
 
 
@@ -426,3 +472,14 @@ def bench_lineproto(points: int, as_json: bool) -> None:
     from bench.lineproto import run_bench
 
     click.echo(json.dumps(run_bench(points=points)))
+
+
+@bench.command("stages")
+@click.option("--ratings", default=100_000, show_default=True)
+@click.option("--rounds", default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Only the JSON line on stdout.")
+def bench_stages(ratings: int, rounds: int, as_json: bool) -> None:
+    """Per-rating cost of each gateway stage, before and after the fast decode."""
+    from bench.stages import run
+
+    click.echo(json.dumps(run(ratings, rounds), ensure_ascii=False))

@@ -62,9 +62,22 @@ class MalformedPacket(LinkError):
     """The broker sent something that is not MQTT 5 or breaks the protocol."""
 
 
+ONLINE = "online"
+OFFLINE = "offline"
+_SUBSCRIBE_ID = 1
+_PRESENCE_ID = 2
+
+
 @dataclass(frozen=True)
 class ConnectOptions:
-    """What the gateway asks of its session."""
+    """What the gateway asks of its session.
+
+    `presence`: a topic on which the connection carries a retained Last Will
+    "offline {instance}" and publishes a retained "online {instance}" once connected, so a
+    standby knows who holds the session. `end_when_lost`: the link ends (no reconnect) when an
+    established connection ends, so its owner decides (Mosquitto 2.0.11 closes a session taken
+    over without DISCONNECT 0x8E: measured, tests/test_gateway_link.py).
+    """
 
     client_id: str
     topics: tuple[str, ...]
@@ -72,6 +85,14 @@ class ConnectOptions:
     session_expiry_s: int = 7 * 86400
     max_packet_size: int = 4 << 20
     connect_timeout_s: float = 10.0
+    clean_start: bool = False
+    presence: str | None = None
+    instance: str = ""
+    end_when_lost: bool = False
+
+    def presence_payload(self, state: str) -> bytes:
+        """The presence message: the state and who says it."""
+        return f"{state} {self.instance}".encode()
 
 
 class Connection:
@@ -116,11 +137,20 @@ class Connection:
             except (OSError, ssl.SSLError) as exc:
                 raise LinkError(f"TLS handshake with {s.host}:{s.port} failed: {exc}") from None
         password = s.password.get_secret_value().encode() if s.password else None
+        will = None
+        if o.presence:
+            will = mqtt5.Will(
+                o.presence,
+                payload=o.presence_payload(OFFLINE),
+                qos=mqtt5.QoS.AT_LEAST_ONCE,
+                retain=True,
+            )
         connect = mqtt5.ConnectPacket(
             o.client_id,
             username=s.username,
             password=password,
-            clean_start=False,
+            clean_start=o.clean_start,
+            will=will,
             keep_alive=s.keepalive_s,
             session_expiry_interval=o.session_expiry_s,
             receive_max=o.receive_max,
@@ -129,6 +159,15 @@ class Connection:
         )
         self._send(connect.write())
         self._on_connack(self._read_connack())
+        if o.presence:
+            online = mqtt5.PublishPacket(
+                o.presence,
+                o.presence_payload(ONLINE),
+                qos=mqtt5.QoS.AT_LEAST_ONCE,
+                retain=True,
+                packet_id=_PRESENCE_ID,
+            )
+            self._send(online.write())
         filters = [
             mqtt5.TopicFilter(
                 t,
@@ -137,7 +176,7 @@ class Connection:
             )
             for t in o.topics
         ]
-        self._send(mqtt5.SubscribePacket(1, filters).write())
+        self._send(mqtt5.SubscribePacket(_SUBSCRIBE_ID, filters).write())
         self.selector.register(self.sock, selectors.EVENT_READ)
         self.selector.register(self.wake, selectors.EVENT_READ)
 
@@ -237,11 +276,27 @@ class Connection:
         return messages
 
     def _on_packet(self, packet: mqtt5.Packet) -> None:
-        """Handle SUBACK, PINGRESP and DISCONNECT; anything else breaks the protocol."""
+        """Handle SUBACK, PUBACK, PINGRESP and DISCONNECT; anything else breaks the protocol."""
         if isinstance(packet, mqtt5.PingRespPacket):
             return
-        if isinstance(packet, mqtt5.SubAckPacket) and not self.subscribed:
-            self._on_suback(packet)
+        if isinstance(packet, mqtt5.SubAckPacket) and packet.packet_id == _SUBSCRIBE_ID:
+            if not self.subscribed:
+                self._on_suback(packet)
+            return
+        if (
+            isinstance(packet, mqtt5.PubAckPacket)
+            and packet.packet_id == _PRESENCE_ID
+            and self.options.presence
+        ):
+            if packet.reason_code not in (
+                mqtt5.PubAckReasonCode.SUCCESS,
+                mqtt5.PubAckReasonCode.NO_MATCHING_SUBSCRIBERS,
+            ):  # not fatal: ratings still flow; only a standby cannot see us
+                log.error(
+                    "broker refused the presence message on %s: %s",
+                    self.options.presence,
+                    packet.reason_code.name,
+                )
             return
         if isinstance(packet, mqtt5.DisconnectPacket):
             raise ServerDisconnect(packet)

@@ -107,6 +107,7 @@ class Link:
         self._wake_w.setblocking(False)
         self._stop = threading.Event()
         self._connected = threading.Event()
+        self.taken_over = threading.Event()
         self._thread: threading.Thread | None = None
 
     # --- the consumer's side ---
@@ -128,6 +129,11 @@ class Link:
     def wait_connected(self, timeout: float) -> bool:
         """Wait until the session is up and its SUBACK granted; return whether it is."""
         return self._connected.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        """True until the reader thread has ended (stopped, or lost with `end_when_lost`)."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def connected(self) -> bool:
@@ -177,16 +183,28 @@ class Link:
         while not self._stop.is_set():
             conn = Connection(self.settings, self.options, self._wake_r)
             reason: mqtt5.DisconnectReasonCode | None = None
-            slow = False
+            slow = established = False
             try:
                 conn.open()
                 self._on_connected(conn)
                 failures = 0
+                established = True
                 self._serve(conn)
-                reason = mqtt5.DisconnectReasonCode.NORMAL_DISCONNECTION
+                # A stopped gateway with a presence topic lets its will say "offline", so a
+                # standby takes the session over; the session itself stays either way.
+                reason = (
+                    mqtt5.DisconnectReasonCode.DISCONNECT_WITH_WILL_MESSAGE
+                    if self.options.presence
+                    else mqtt5.DisconnectReasonCode.NORMAL_DISCONNECTION
+                )
             except LinkError as exc:
                 slow = exc.slow
                 reason = self._on_error(exc)
+                if (
+                    isinstance(exc, ServerDisconnect)
+                    and exc.reason_code == mqtt5.DisconnectReasonCode.SESSION_TAKEN_OVER
+                ):
+                    self.taken_over.set()
             except Exception as exc:  # a bug of ours must not end the gateway's session for good
                 log.exception("MQTT link failed")
                 self.last_error = repr(exc)
@@ -194,6 +212,9 @@ class Link:
             finally:
                 self._on_lost(conn, reason)
             if self._stop.is_set():
+                break
+            if established and self.options.end_when_lost:
+                log.warning("session %s lost: this link ends", self.options.client_id)
                 break
             failures += 1
             self.counters.connect_failures += 1

@@ -1,10 +1,11 @@
 """Who may publish what: Mosquitto's password file and ACL, generated from the registry.
 
 A device may publish only its own `rating`, `event` and `status` and read only its own
-`config` and `cmd`; the gateway only reads what devices publish; the server reads that
-too and writes `config` and `cmd`; a hall uplink carries device traffic one way and
-configuration the other. Anonymous access is off. Mosquitto reloads both files on SIGHUP,
-so a revoked device is refused from the next reload on.
+`config` and `cmd`; the gateway only reads what devices publish (and keeps its own
+presence); the server reads that too and writes `config` and `cmd`; a hall uplink
+carries device traffic one way and configuration the other. Anonymous access is off.
+Mosquitto reloads both files on SIGHUP, so a revoked device is refused from the next
+reload on.
 """
 
 import base64
@@ -91,6 +92,9 @@ def acl_lines(account: Account, prefix: str = DEFAULT_PREFIX) -> list[str]:
         lines += [f"topic read {own}/{kind}" for kind in ("config", "cmd")]
     elif account.role == "gateway":
         lines += [f"topic read {base}/+/+/{kind}" for kind in ("rating", "event", "status")]
+        # Its retained online/offline presence (Last Will), which a standby gateway watches
+        # (gateway.link.standby.presence_topic).
+        lines.append(f"topic readwrite {prefix}/gateway/+/presence")
     elif account.role == "server":
         lines += [f"topic read {base}/+/+/{kind}" for kind in ("rating", "event", "status")]
         lines += [f"topic write {base}/+/+/{kind}" for kind in ("config", "cmd")]
