@@ -16,6 +16,7 @@ class Accepted:
     kind: TopicKind
     line: str
     rating: RatingEvent | None = None
+    rid: str = ""  # str(rating.id), made once (UUID.__str__ is Python code)
 
 
 def point_of(
@@ -35,7 +36,8 @@ def point_of(
     assert isinstance(res, Decoded)
     msg = res.message
     if isinstance(msg, RatingEvent):
-        return Accepted(TopicKind.RATING, rating_line(msg), msg)
+        rid = str(msg.id)
+        return Accepted(TopicKind.RATING, rating_line(msg, rid), msg, rid)
     if isinstance(msg, ServiceEvent):
         return Accepted(TopicKind.EVENT, event_line(msg))
     return Accepted(TopicKind.STATUS, status_line(msg, received_ns or time.time_ns()))

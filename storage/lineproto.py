@@ -58,11 +58,15 @@ if not all(map(_never_escaped, (ID_PATTERN, WINDOW_PATTERN, REASON_PATTERN))):
     raise RuntimeError("an id, window or reason pattern admits a line-protocol special")
 
 
-def rating_line(ev: RatingEvent) -> str:
-    """Return the `rating` point of one RatingEvent (validated: its ids need no escaping)."""
+def rating_line(ev: RatingEvent, rid: str | None = None) -> str:
+    """Return the `rating` point of one RatingEvent (validated: its ids need no escaping).
+
+    `rid` is `str(ev.id)` where the caller has it already (UUID.__str__ is Python code).
+    """
     line = (
         f"{MEASUREMENT_RATING},device={ev.device},hall={ev.hall},level={ev.level},"
-        f'window={ev.window} seq={ev.seq}i,id="{ev.id}",scale={ev.scale}i,input="{ev.input}",'
+        f'window={ev.window} seq={ev.seq}i,id="{rid or ev.id}",scale={ev.scale}i,'
+        f'input="{ev.input}",'
         f"prompted={'true' if ev.prompted else 'false'},"
         f"clock_synced={'true' if ev.clock_synced else 'false'}"
     )

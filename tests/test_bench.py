@@ -158,6 +158,43 @@ def test_bench_drain_loses_and_doubles_nothing() -> None:
     assert set(row["lost"].values()) == {0} and set(row["duplicates"].values()) == {0}
 
 
+def test_bench_gateway_backlog_drains_every_rating_once() -> None:
+    """`windowrate bench gateway --backlog`: a queued backlog from many devices drains whole."""
+    row = _last_json(
+        [
+            "windowrate",
+            "--log-level",
+            "WARNING",
+            "bench",
+            "gateway",
+            "--backlog",
+            "4000",
+            "--devices",
+            "40",
+            "--halls",
+            "4",
+            "--json",
+        ],
+        timeout=600,
+    )
+    assert row["backlog"] == 4000 and row["devices"] == 40
+    assert row["lost"] == 0 and row["duplicates"] == 0
+    assert row["drained_s"] > 0 and "not_measured" in row
+
+
+def test_bench_peers_compares_with_nodered_in_one_run() -> None:
+    """`windowrate bench peers`: Node-RED from npm and our gateway on the same ratings."""
+    row = _last_json(
+        ["windowrate", "--log-level", "WARNING", "bench", "peers", "--ratings", "2000"],
+        timeout=1200,
+    )
+    assert row["ratings"] == 2000
+    ours, theirs = row["ours"], row["nodered"]
+    assert ours["lost"] == 0 and ours["doubled"] == 0
+    assert {"ratings_per_s", "lost", "doubled"} <= set(theirs)
+    assert "setup" in row
+
+
 def test_every_benchmark_has_a_smoke_test() -> None:
     """Each benchmark in bench/ (not its helpers) is run by some test, by name."""
     tests = "\n".join(p.read_text() for p in (REPO / "tests").glob("test_*.py"))
