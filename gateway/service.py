@@ -24,10 +24,9 @@ from gateway.link import ConnectOptions, Link
 from gateway.link.standby import PresenceWatcher, Standby, new_instance, presence_topic
 from gateway.metrics import GatewayMetrics, LinkCollector
 from gateway.points import Accepted, point_of
-from gateway.recent import Fingerprint, RecentIds, Slot, fingerprint, slot_of
+from gateway.recent import Fingerprint, RecentIds, Slot, Stored, fingerprint, slot_of
 from gateway.settings import GatewaySettings
 from protocol.decode import Rejection
-from protocol.messages import RatingEvent
 from protocol.topics import VERSION, TopicKind, subscription
 from storage.client import InfluxClient, InfluxRejectedError, InfluxUnavailableError
 
@@ -258,7 +257,7 @@ class Gateway:
         points: list[tuple[str, Inbound]] = []
         letters: list[tuple[int, str, str, str, bytes]] = []
         reasons: list[str] = []
-        fresh: list[tuple[str, RatingEvent]] = []
+        fresh: list[Stored] = []
         fps: dict[str, Fingerprint] = {}
         slots: dict[Slot, str] = {}
         kinds: dict[TopicKind, int] = {}
@@ -314,7 +313,7 @@ class Gateway:
                     )
                     reasons.append("time_conflict")
                     continue
-                fresh.append((key, r))
+                fresh.append((key, fp, slot))
                 fps[key] = fp
                 slots[slot] = key
             kinds[res.kind] = kinds.get(res.kind, 0) + 1
@@ -432,7 +431,7 @@ class Prepared:
     points: list[tuple[str, Inbound]] = field(default_factory=list)
     letters: list[tuple[int, str, str, str, bytes]] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
-    fresh: list[tuple[str, RatingEvent]] = field(default_factory=list)
+    fresh: list[Stored] = field(default_factory=list)
     kinds: dict[TopicKind, int] = field(default_factory=dict)
     dups: int = 0
 
