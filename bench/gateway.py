@@ -402,14 +402,22 @@ def run_bench(ratings: int = 100_000, connections: int = 10, gateways: int = 1) 
 
 
 def run_backlog(
-    backlog: int = 1_000_000, devices: int = 1000, halls: int = 10, publishers: int = 8
+    backlog: int = 1_000_000,
+    devices: int = 1000,
+    halls: int = 10,
+    publishers: int = 8,
+    gateways: int = 1,
 ) -> dict[str, Any]:
-    """Queue `backlog` ratings in the stopped gateway's session, then time its drain."""
+    """Queue `backlog` ratings in the stopped gateways' sessions, then time their drain.
+
+    With `gateways` > 1 the halls are partitioned (WR_GATEWAY_HALLS), each gateway with its
+    own client id and session, as docs/delivery.md describes for scaling out.
+    """
     run = Path(tempfile.mkdtemp(prefix="wr-bench-backlog-"))
     max_queued = max(2_000_000, backlog + 10_000)  # the production figure, or more
     broker = Mosquitto(run / "mosquitto", max_queued=max_queued)
     influx = Influxd(run / "influxd")
-    gw: GatewayProcess | None = None
+    gws: list[GatewayProcess] = []
     try:
         t = time.perf_counter()
         broker.start()
@@ -417,33 +425,40 @@ def run_backlog(
         names = [f"bench-{h:02d}" for h in range(halls)]
         devs = build_payloads(run, backlog, devices, names)
         build_s = time.perf_counter() - t
-        gw = GatewayProcess(run, broker.port, influx.url, "bench-gw-0")
-        gw.start()
-        gw.wait_subscribed()  # its persistent session and subscriptions now exist
-        gw.stop()
+        for i in range(gateways):
+            env = {"WR_GATEWAY_HALLS": ",".join(names[i::gateways])} if gateways > 1 else {}
+            gws.append(GatewayProcess(run, broker.port, influx.url, f"bench-gw-{i}", **env))
+        for g in gws:
+            g.start()
+        for g in gws:
+            g.wait_subscribed()  # its persistent session and subscriptions now exist
+            g.stop()
         publish_s = Publishers(broker.port, devs, publishers).start().wait()
         broker_mb = rss_mb(_pid(broker))
         pids = [_pid(broker), _pid(influx)]
         cpu0 = [cpu_s(p) for p in pids]
         t0 = time.perf_counter()
-        gw.start()
-        gw.wait_subscribed()
+        for g in gws:
+            g.start()
+        for g in gws:
+            g.wait_subscribed()
         subscribed_s = time.perf_counter() - t0
-        gw_pid = gw.proc.pid if gw.proc else 0
-        wait_written([gw], backlog, acked=True)
+        gw_pids = [g.proc.pid if g.proc else 0 for g in gws]
+        wait_written(gws, backlog, acked=True)
         drained_s = time.perf_counter() - t0
         cpu = {
-            "gateway": round(cpu_s(gw_pid), 2),
+            "gateway": round(sum(cpu_s(p) for p in gw_pids), 2),
             "mosquitto": round(cpu_s(pids[0]) - cpu0[0], 2),
             "influxd": round(cpu_s(pids[1]) - cpu0[1], 2),
         }
-        m = gw.metrics()
-        gw.stop()
-        left = leftover(broker.port, "bench-gw-0")
+        received = sum(g.metrics().get("windowrate_gateway_link_received_total", 0) for g in gws)
+        for g in gws:
+            g.stop()
+        left = sum(leftover(broker.port, g.client_id) for g in gws)
         points, distinct = stored(influx.url, "windowrate")
     finally:
-        if gw is not None:
-            gw.stop()
+        for g in gws:
+            g.stop()
         influx.stop()
         broker.stop()
         shutil.rmtree(run, ignore_errors=True)
@@ -455,7 +470,8 @@ def run_backlog(
         "ratings_per_s": round(backlog / drained_s, 1),
         "lost": backlog - distinct,
         "duplicates": points - distinct,
-        "redelivered": int(m.get("windowrate_gateway_link_received_total", 0)) - backlog,
+        "redelivered": int(received) - backlog,
+        "gateways": gateways,
         "left_in_broker_queue": left,
         "gateway_start_to_subscribed_s": round(subscribed_s, 2),
         "cpu_s": cpu,

@@ -253,19 +253,6 @@ def test_api_exports_respect_roles(
         scores_settings.get_settings.cache_clear()
 
 
-def test_bench_export_smoke() -> None:
-    """`windowrate bench export --json` on a tiny year: the last line is the result row."""
-    cmd = [
-        sys.executable, "-m", "windowrate", "--log-level", "WARNING", "bench", "export",
-        "--windows", "20", "--days", "40", "--raw-days", "1", "--json",
-    ]  # fmt: skip
-    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=True)
-    detail, last = (json.loads(line) for line in res.stdout.strip().splitlines()[-2:])
-    assert set(last) == {"windows", "ratings", "seconds"} and last["windows"] == 20
-    assert detail["rows"] == 20 and detail["raw_days"] == 1 and detail["rollup_days"] == 39
-    assert detail["counted"] + detail["excluded"] == last["ratings"] > 0
-
-
 def test_export_page_in_chromium(
     world: World, broker: Mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

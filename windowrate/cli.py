@@ -361,7 +361,10 @@ def bench() -> None:
 @click.option("--ratings", default=100_000, show_default=True)
 @click.option("--connections", default=10, show_default=True)
 @click.option(
-    "--gateways", default=1, show_default=True, help="Gateway processes sharing the subscription."
+    "--gateways",
+    default=1,
+    show_default=True,
+    help="Gateway processes, the halls partitioned between them (WR_GATEWAY_HALLS).",
 )
 @click.option(
     "--backlog", default=0, show_default=True, help="Instead: drain this many queued ratings."
@@ -384,7 +387,9 @@ def bench_gateway(
     from bench.gateway import run_backlog, run_bench
 
     if backlog:
-        result = run_backlog(backlog, devices=devices, halls=halls, publishers=publishers)
+        result = run_backlog(
+            backlog, devices=devices, halls=halls, publishers=publishers, gateways=gateways
+        )
     else:
         result = run_bench(ratings=ratings, connections=connections, gateways=gateways)
     click.echo(json.dumps(result))

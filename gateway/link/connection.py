@@ -109,7 +109,13 @@ class Connection:
         self.selector = selectors.DefaultSelector()
         self.keepalive_s = float(settings.keepalive_s)
         self.session_present = False
-        self.unacked: set[int] = set()
+        # Packet id → PUBLISHes received under it and not yet acknowledged. A count, not a
+        # set: Mosquitto 2.0.11, once past the Receive Maximum (see docs/delivery.md), has
+        # more than 65,535 messages in flight to a gateway draining a backlog and reuses ids
+        # still unacknowledged; each copy needs its own PUBACK, or the broker keeps it queued
+        # (a 200,000 backlog left 114,465 in the session with a set).
+        self.unacked: dict[int, int] = {}
+        self.unacked_total = 0
         self._early = b""
         self._rest = b""
         self.subscribed = False
@@ -272,7 +278,11 @@ class Connection:
         for packet in others:
             self._on_packet(packet)
         if messages:
-            self.unacked.update(m.packet_id for m in messages if m.packet_id)
+            unacked = self.unacked
+            for m in messages:
+                if m.packet_id:
+                    unacked[m.packet_id] = unacked.get(m.packet_id, 0) + 1
+                    self.unacked_total += 1
         return messages
 
     def _on_packet(self, packet: mqtt5.Packet) -> None:
@@ -332,11 +342,20 @@ class Connection:
             self._ping_sent = now
 
     def send_acks(self, packet_ids: list[int]) -> int:
-        """PUBACK each id still unacknowledged here, all in one send; return how many."""
-        fresh = self.unacked.intersection(packet_ids)
+        """PUBACK each id still unacknowledged here, in the given order, in one send."""
+        unacked = self.unacked
+        fresh: list[int] = []
+        for i in packet_ids:
+            n = unacked.get(i, 0)
+            if n:
+                fresh.append(i)
+                if n == 1:
+                    del unacked[i]
+                else:
+                    unacked[i] = n - 1
         if fresh:
-            self.unacked.difference_update(fresh)
-            self._send(pubacks(list(fresh)))
+            self.unacked_total -= len(fresh)
+            self._send(pubacks(fresh))
         return len(fresh)
 
     def _send(self, data: bytes) -> None:

@@ -144,7 +144,7 @@ class Link:
     def in_flight(self) -> int:
         """Messages received on the current connection and not yet acknowledged."""
         conn = self._conn
-        return len(conn.unacked) if conn is not None else 0
+        return conn.unacked_total if conn is not None else 0
 
     def get(self, timeout: float) -> Batch | None:
         """Every message that arrived since the last call, as one batch; None after `timeout`."""
