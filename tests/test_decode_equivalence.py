@@ -102,8 +102,8 @@ def test_fuzz_corpus_gets_the_same_verdict_from_both_decodes(
 ) -> None:
     """The corpus of every fuzz property that reaches decode, through old and new validation."""
     v = Verdicts()
-    # The gateway property's corpus (mostly its own consumed kinds, config too).
-    _hypothesis(messages([*CONSUMED, *CONSUMED, TopicKind.CONFIG]), 4500, v)
+    # The gateway property's corpus (4,500 cases) is compared where it is generated, in
+    # tests/test_fuzz.py::test_gateway_decode_rejects_each_hostile_message_with_a_reason.
     # The server link property's corpus: every kind, command topics included.
     _hypothesis(messages(list(TopicKind)), 2500, v)
     # The end-to-end property's corpus: topics a client can publish to the gateway.
@@ -113,7 +113,7 @@ def test_fuzz_corpus_gets_the_same_verdict_from_both_decodes(
     _hypothesis(st.tuples(HOSTILE_TOPICS | whole_topics, raw_payloads), 1500, v)
     record_property("equivalence_outcomes", dict(v.counts))
     print(json.dumps({"equivalence": "fuzz", "cases": v.counts.total(), **v.counts}))
-    assert v.counts.total() >= 11_000
+    assert v.counts.total() >= 6_500
     assert set(v.counts) >= GATEWAY_REASONS, GATEWAY_REASONS - set(v.counts)
     assert {f"accepted_{k.value}" for k in CONSUMED} <= set(v.counts)
 

@@ -29,7 +29,14 @@ from kiosk.core.publisher import Publisher
 from kiosk.core.session import Screen
 from kiosk.core.terminal import Terminal
 from kiosk.settings import KioskSettings
-from protocol.decode import MAX_TOPIC_CHARS, Rejection, parse_topic, schema_reason
+from protocol.decode import (
+    MAX_TOPIC_CHARS,
+    Decoded,
+    Rejection,
+    decode_reference,
+    parse_topic,
+    schema_reason,
+)
 from protocol.messages import (
     Command,
     DeviceConfig,
@@ -548,16 +555,24 @@ def test_gateway_decode_rejects_each_hostile_message_with_a_reason(
         topic, payload = msg
         now = time.time_ns() // 1_000_000
         res = point_of(topic, payload, prefix=PREFIX, max_bytes=MAX_BYTES, now_ms=now)
+        # The reference decode (model_validate_json, the path before the fast one) must give
+        # the same verdict on this corpus (tests/test_decode_equivalence.py: the others).
+        old = decode_reference(topic, payload, now, prefix=PREFIX, max_bytes=MAX_BYTES)
         if isinstance(res, Rejection):
             assert res.reason in GATEWAY_REASONS, res
             assert res.detail and len(res.detail) <= 1000
+            assert isinstance(old, Rejection) and (old.reason, old.detail) == (
+                res.reason,
+                res.detail,
+            ), (topic, payload)
             counts[res.reason] += 1
             return
         assert isinstance(res, Accepted)
         t = Topic.parse(topic, PREFIX)
         assert t.kind in consumed and str(t) == topic
         doc = MODELS[t.kind].model_validate_json(payload)
-        assert (doc.hall, doc.device) == (t.hall, t.device)  # type: ignore[attr-defined]
+        assert isinstance(old, Decoded) and old.message == doc and old.topic == t, (topic, payload)
+        assert (doc.hall, doc.device) == (t.hall, t.device)
         assert not CONTROL.search(res.line), res.line  # one line, no control characters
         assert res.line.startswith(
             {"rating": "rating,", "event": "event,", "status": "device_status,"}[t.kind.value]
