@@ -3,7 +3,6 @@
 import logging
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,12 +46,14 @@ def publish(port: int, first: int, n: int) -> None:
 def receive(ln: Link, n: int, timeout: float = 15.0) -> list[Batch]:
     """Batches until `n` messages arrived (none acknowledged)."""
     batches: list[Batch] = []
-    deadline = time.monotonic() + timeout
-    while sum(len(b.messages) for b in batches) < n:
-        assert time.monotonic() < deadline, f"{n} messages not received in {timeout} s"
+
+    def arrived() -> bool:
         batch = ln.get(0.2)
         if batch is not None:
             batches.append(batch)
+        return sum(len(b.messages) for b in batches) >= n
+
+    wait_until(arrived, timeout, 0, f"{n} messages")
     return batches
 
 
