@@ -283,7 +283,9 @@ def stored(url: str, database: str, where: str = '"hall" =~ /^bench/') -> tuple[
             series = c.series(q)
         return int(series[0].values[0][1]) if series else 0
 
-    points = scalar(f'SELECT count("seq") FROM "rating" WHERE {where}')
+    # Points counted on the same field as the distinct ids: Node-RED's points (bench peers)
+    # counted by "seq" came out 1,000 fewer than their distinct ids.
+    points = scalar(f'SELECT count("id") FROM "rating" WHERE {where}')
     distinct = scalar(f'SELECT count(distinct("id")) FROM "rating" WHERE {where}')
     return points, distinct
 

@@ -263,12 +263,15 @@ class Gateway:
         kinds: dict[TopicKind, int] = {}
         dups = 0
         now_ms = time.time_ns() // 1_000_000
+        # Looked up once per batch, not per message (this loop is most of the writer's CPU).
+        prefix, max_bytes = self.settings.mqtt.prefix, self.settings.max_payload_bytes
+        known, holder = self.recent.get, self.recent.holder
         for m in batch:
             res = point_of(
                 m.topic,
                 m.payload,
-                prefix=self.settings.mqtt.prefix,
-                max_bytes=self.settings.max_payload_bytes,
+                prefix=prefix,
+                max_bytes=max_bytes,
                 now_ms=now_ms,
                 received_ns=m.received_ns,
             )
@@ -282,7 +285,7 @@ class Gateway:
             if res.rating is not None:
                 r, key = res.rating, res.rid
                 fp = fingerprint(r)
-                prev = fps.get(key) or self.recent.get(key)
+                prev = fps.get(key) or known(key)
                 if prev is not None:
                     if prev == fp:
                         dups += 1
@@ -299,7 +302,7 @@ class Gateway:
                     reasons.append("id_conflict")
                     continue
                 slot = slot_of(r)
-                other = slots.get(slot) or self.recent.holder(slot)
+                other = slots.get(slot) or holder(slot)
                 if other is not None and other != key:  # one point time: it would overwrite
                     letters.append(
                         (
