@@ -181,7 +181,7 @@ class Gateway:
         if link is None:
             self._stop.wait(0.2)
             return []
-        first = link.get(0.2)
+        first = link.get(0.2, self.settings.batch.max_points)
         if first is None:
             return []
         now = time.time_ns()
@@ -194,7 +194,7 @@ class Gateway:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            more = link.get(left)
+            more = link.get(left, cfg.max_points - len(batch))
             if more is None:
                 continue
             now = time.time_ns()

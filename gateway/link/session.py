@@ -146,20 +146,34 @@ class Link:
         conn = self._conn
         return conn.unacked_total if conn is not None else 0
 
-    def get(self, timeout: float) -> Batch | None:
-        """Every message that arrived since the last call, as one batch; None after `timeout`."""
+    def get(self, timeout: float, limit: int | None = None) -> Batch | None:
+        """Messages that arrived since the last call (at most `limit`), as one batch.
+
+        None after `timeout`. The limit keeps batches even when the broker floods past our
+        Receive Maximum (docs/delivery.md): one batch of 100,000s of messages would be
+        prepared and written with no overlap between the two.
+        """
         with self._cond:
             if not self._ready and not self._cond.wait_for(lambda: bool(self._ready), timeout):
                 return None
-            batches = list(self._ready)
-            self._ready.clear()
             epoch = self._epoch
-        current = [b for b in batches if b.epoch == epoch]
-        if len(current) == 1:
-            return current[0]
-        if not current:
+            taken: list[Batch] = []
+            n = 0
+            while self._ready and (limit is None or n < limit):
+                b = self._ready.popleft()
+                if b.epoch != epoch:
+                    continue
+                if limit is not None and n + len(b.messages) > limit:
+                    cut = limit - n
+                    self._ready.appendleft(Batch(b.epoch, b.messages[cut:]))
+                    b = Batch(b.epoch, b.messages[:cut])
+                taken.append(b)
+                n += len(b.messages)
+        if len(taken) == 1:
+            return taken[0]
+        if not taken:
             return None
-        return Batch(epoch, [m for b in current for m in b.messages])
+        return Batch(epoch, [m for b in taken for m in b.messages])
 
     def ack(self, epoch: int, packet_ids: list[int]) -> None:
         """PUBACK these messages of connection `epoch` (one send); stale epochs are dropped."""
