@@ -45,8 +45,11 @@ def test_bench_gateway_reports_no_loss_and_no_duplicates() -> None:
         "ratio",
         "lost",
         "duplicates",
+        "cpu_bound_ratio",
     } <= set(row)
     assert row["ratings"] == 3000 and row["lost"] == 0 and row["duplicates"] == 0
+    assert set(row["cpu_s"]) == {"gateways", "mosquitto", "influxd", "publishers"}
+    assert row["cpu_s"]["publishers"] > 0  # the mosquitto_pub children were reaped and counted
     assert abs(row["ratio"] - row["ratings_per_s"] / row["broker_qos1_per_s"]) < 0.002
 
 
