@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from common import installation
 from devstack.services import Influxd, Mosquitto, TlsFiles, die_with_parent, env_with, port_open
 from server.broker.pki import PkiPaths, init_ca, issue_server_cert
 
@@ -124,6 +125,7 @@ class Stack:
                     f"(`ss -ltnp | grep :{port}`) or choose another port (see --help)"
                 )
         self._provision(kiosks)
+        self._write_config()
         self.mosquitto.start()
         assert self.mosquitto.proc is not None
         self.pid_file.write_text(f"{self.mosquitto.proc.pid}\n")
@@ -192,6 +194,20 @@ class Stack:
         with os.fdopen(fd, "w") as f:
             json.dump(creds, f)
 
+    def _write_config(self) -> None:
+        """Write the services' env files into run_dir/config, as on an installed hall.
+
+        The admin commands (`windowrate device add`, `export`, `doctor` …) find this stack
+        through them (common.installation), so they use its database, broker and InfluxDB.
+        """
+        env = self._env()
+        config = self.run_dir / installation.CONFIG_SUBDIR
+        files = {"server.env": ("WR_SERVER_", "WR_SCORES_"), "gateway.env": ("WR_GATEWAY_",)}
+        for name, prefixes in files.items():
+            values = {k: v for k, v in env.items() if k.startswith(prefixes)}
+            installation.write_env_file(config / name, values)
+        installation.record_running_stack(self.run_dir, os.getpid())
+
     def _wait_http(self, url: str, name: str, timeout: float = 30) -> None:
         """Wait until `url` answers at all."""
         deadline = time.monotonic() + timeout
@@ -233,5 +249,6 @@ class Stack:
                 proc.wait()
         self.influxd.stop()
         self.mosquitto.stop()
+        installation.clear_running_stack(self.run_dir)
         for f in self._logs:
             f.close()  # type: ignore[attr-defined]

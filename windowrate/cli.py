@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from windowrate.installation import manage
 from windowrate.lazy import LazyGroup
 
 SECURITY = "windowrate.cli_security"
@@ -37,6 +38,9 @@ def _stop_on_signals() -> threading.Event:
         "export": f"{SCORES}:export_command",
         "scores": f"{SCORES}:scores_group",
     },
+    # Admin commands work on the installation they find (common.installation): True where
+    # one is required, False where it is used when found.
+    managed={"device": True, "broker": True, "pki": False, "export": True, "scores": True},
 )
 @click.option(
     "--log-level", default=lambda: os.environ.get("WR_LOG_LEVEL", "INFO"), show_default="INFO"
@@ -488,3 +492,9 @@ def bench_stages(ratings: int, rounds: int, as_json: bool) -> None:
     from bench.stages import run
 
     click.echo(json.dumps(run(ratings, rounds), ensure_ascii=False))
+
+
+# Admin commands of the eager groups work on the installation they find (the services'
+# own `run` commands take their environment from their unit or the dev stack instead).
+for _admin in (gateway_dead_letters, gateway_gaps, server_create_admin):
+    manage(_admin)
