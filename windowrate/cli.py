@@ -37,10 +37,23 @@ def _stop_on_signals() -> threading.Event:
         "pki": f"{SECURITY}:pki",
         "export": f"{SCORES}:export_command",
         "scores": f"{SCORES}:scores_group",
+        "backup": "windowrate.cli_ops:backup_command",
+        "restore": "windowrate.cli_ops:restore_command",
+        "doctor": "windowrate.cli_doctor:doctor_command",
+        "hall": "windowrate.cli_install:hall_group",
     },
     # Admin commands work on the installation they find (common.installation): True where
     # one is required, False where it is used when found.
-    managed={"device": True, "broker": True, "pki": False, "export": True, "scores": True},
+    managed={
+        "device": True,
+        "broker": True,
+        "pki": False,
+        "export": True,
+        "scores": True,
+        "backup": True,
+        "restore": False,
+        "doctor": True,
+    },
 )
 @click.option(
     "--log-level", default=lambda: os.environ.get("WR_LOG_LEVEL", "INFO"), show_default="INFO"
