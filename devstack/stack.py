@@ -206,7 +206,6 @@ class Stack:
         for name, prefixes in files.items():
             values = {k: v for k, v in env.items() if k.startswith(prefixes)}
             installation.write_env_file(config / name, values)
-        installation.record_running_stack(self.run_dir, os.getpid())
 
     def _wait_http(self, url: str, name: str, timeout: float = 30) -> None:
         """Wait until `url` answers at all."""
@@ -249,6 +248,5 @@ class Stack:
                 proc.wait()
         self.influxd.stop()
         self.mosquitto.stop()
-        installation.clear_running_stack(self.run_dir)
         for f in self._logs:
             f.close()  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,7 +19,7 @@ import pytest
 
 from devstack.services import free_port, port_open
 from server.counts import day_bounds
-from tests.support import CHILDREN, REPO, influx_query, wait_until
+from tests.support import CHILDREN, REPO, influx_query, rating_doc, wait_until
 from tests.test_broker_security import Client
 
 HOST = "127.0.0.1"
@@ -143,6 +144,13 @@ class Up:
         return "\n".join(parts)
 
 
+def admin_env(tmp_path: Path) -> dict[str, str]:
+    """An operator's shell: no WR_ variables, its own state dir (where `up` leaves its pointer)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WR_")}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    return env
+
+
 def start_up(tmp_path: Path, ports: UpPorts) -> Up:
     """Start `windowrate up` in its own process group, output to files."""
     run_dir = (tmp_path / "run").resolve()
@@ -151,6 +159,7 @@ def start_up(tmp_path: Path, ports: UpPorts) -> Up:
         proc = subprocess.Popen(
             up_command(run_dir, ports),
             cwd=REPO,
+            env=admin_env(tmp_path),
             stdout=fo,
             stderr=fe,
             stdin=subprocess.DEVNULL,
@@ -307,3 +316,74 @@ def test_up_with_mqtt_port_taken_fails_and_says_why(tmp_path: Path) -> None:
     assert "WindowRate is up" not in out, out
     # Nothing was left running on the other ports.
     assert [p for p in (ports.influx, ports.server, ports.metrics) if port_open(HOST, p)] == []
+
+
+def test_admin_commands_find_the_running_up(up: Up, tmp_path: Path) -> None:
+    """Run plainly beside `windowrate up`, `device add` and `export` use its database.
+
+    The issue as a new user met it: the device login went into another database (the broker
+    refused it) and the export counted a test device's ratings.
+    """
+    board = f"http://{HOST}:{up.ports.server}/"
+    wait_until(
+        lambda: f"Board: {board}" in up.stdout.read_text(errors="replace"),
+        60,
+        interval=0.2,
+        what="the board URL on stdout",
+    )
+    elsewhere = tmp_path / "elsewhere"  # not the repository: no ./var/run to fall back on
+    elsewhere.mkdir()
+    env = admin_env(tmp_path)
+
+    def windowrate(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "windowrate", "--log-level", "WARNING", *args],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    added = windowrate(
+        "device", "add", "--hall", "demo", "--id", "t-0001", "--window", "w09",
+        "--test-device", "--json",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert f"installation: {up.run_dir / 'config'} (running windowrate up)" in added.stderr
+    login = json.loads(added.stdout)
+    assert login["password"] not in added.stderr
+
+    doc = rating_doc("demo", "t-0001", 1, window="w09")
+    pub = subprocess.run(
+        ["mosquitto_pub", "-h", HOST, "-p", str(up.ports.mqtt), "-V", "mqttv5", "-q", "1",
+         "-i", "t-0001", "-u", login["username"], "-P", login["password"],
+         "-t", "wr/v1/demo/t-0001/rating", "-m", json.dumps(doc)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert pub.returncode == 0, pub.stderr
+    influx_url = f"http://{HOST}:{up.ports.influx}"
+
+    def stored() -> bool:
+        q = 'SELECT count("seq") FROM "rating" WHERE "device" = \'t-0001\''
+        series = influx_query(influx_url, q)
+        return bool(series) and int(series[0]["values"][0][1]) == 1
+
+    wait_until(stored, 30, interval=0.2, what="the test device's rating in InfluxDB")
+
+    out = tmp_path / "scores.csv"
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    exported = windowrate("export", "--from", today, "--to", today, "--hall", "demo",
+                          "--out", str(out))  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    assert "(running windowrate up)" in exported.stderr
+    manifest = json.loads(out.with_name(out.name + ".manifest.json").read_text())
+    assert manifest["exclusions"].get("test_device") == 1, manifest["exclusions"]
+
+    # Without a running stack or a config, an admin command says what to do.
+    lost = subprocess.run(
+        [sys.executable, "-m", "windowrate", "device", "add", "--hall", "demo", "--id", "x-1"],
+        cwd=elsewhere, env={**env, "XDG_STATE_HOME": str(tmp_path / "none")},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert lost.returncode != 0 and "--run-dir" in lost.stderr and "Traceback" not in lost.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from common import installation
 from windowrate.installation import manage
 from windowrate.lazy import LazyGroup
 
@@ -343,10 +344,15 @@ def up(
     except RuntimeError as exc:
         stack.stop()
         raise click.ClickException(str(exc)) from exc
+    # The admin commands (`windowrate device add`, `export` …) find this stack by this pointer.
+    installation.record_running_stack(stack.run_dir, os.getpid())
     click.echo(f"WindowRate is up. Board: {stack.board_url}  (Ctrl-C stops everything)", err=False)
     sys.stdout.flush()
-    stack.watch(stop)
-    stack.stop()
+    try:
+        stack.watch(stop)
+    finally:
+        installation.clear_running_stack(stack.run_dir)
+        stack.stop()
 
 
 @main.group(
