@@ -33,6 +33,7 @@ from server.live.service import LiveService
 from server.log_redact import install as redact_logged_urls
 from server.provisioning.router import make_router as provisioning_router
 from server.registry.router import make_router as registry_router
+from server.scores.jobs import fail_interrupted
 from server.scores.router import make_router as scores_router
 from server.scores.scheduler import RollupScheduler
 from server.scores.settings import get_settings as scores_settings
@@ -126,6 +127,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         """Migrate the registry database and open the InfluxDB client for the app's lifetime."""
         await run_in_threadpool(app.state.db.upgrade)
+        await run_in_threadpool(fail_interrupted, app.state.db)  # export jobs a crash left
         app.state.influx = InfluxClient(cfg.influx)
         log.info("server using InfluxDB %s database %s", cfg.influx.url, cfg.influx.database)
         app.state.live = None

@@ -389,7 +389,7 @@ def test_deadline_holidays_overdue_and_webhook(tmp_path: Path, hook: str) -> Non
         from server.cases.poller import NegativeRatingPoller
 
         sender = c.app.state.case_webhooks  # type: ignore[attr-defined]
-        poller = NegativeRatingPoller(c.app.state.db, c.app.state.influx, cfg, sender.send)  # type: ignore[attr-defined]
+        poller = NegativeRatingPoller(c.app.state.db, c.app.state.influx, cfg, sender)  # type: ignore[attr-defined]
         assert poller.flag_overdue(datetime.now(UTC)) == [old_id]
         assert poller.flag_overdue(datetime.now(UTC)) == []
         events = _ok(c.get(f"/api/cases/{old_id}"))["events"]

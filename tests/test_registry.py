@@ -108,7 +108,7 @@ def test_migrations_create_the_schema_matching_the_models(db_url: str) -> None:
         assert set(inspect(db.engine).get_table_names()) >= TABLES
         with db.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0007"
     finally:
         db.close()
 

@@ -4,7 +4,8 @@ A login sets two cookies: `wr_session` (HttpOnly, SameSite=Strict, Secure when
 `cookie_secure` is set) and `wr_csrf` (readable by the page's script); every
 state-changing request must echo the latter in the `X-CSRF-Token` header.
 After 5 failed logins within 15 minutes for a username or a client address,
-logins are refused with 429 and Retry-After (counted in memory, per process).
+logins are refused with 429 and Retry-After (counted in the database: a restart of the
+server does not reset them).
 """
 
 import logging
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from server.auth.deps import CSRF_COOKIE, SESSION_COOKIE, Principal, SessionDep, UserDep
 from server.auth.service import (
     MIN_PASSWORD,
-    RateLimiter,
+    LoginThrottle,
     audit,
     authenticate,
     close_session,
@@ -67,9 +68,9 @@ def _refuse(status: int, error: str, detail: str, **headers: str) -> JSONRespons
 
 
 def make_router(settings: ServerSettings) -> APIRouter:
-    """Return the login router; its rate limiter lives as long as the router."""
+    """Return the login router; failed logins are counted in the database."""
     router = APIRouter(prefix="/api/auth", tags=["auth"])
-    limiter = RateLimiter()
+    limiter = LoginThrottle()
     lifetime = timedelta(hours=settings.session_hours)
 
     @router.post(
@@ -84,7 +85,7 @@ def make_router(settings: ServerSettings) -> APIRouter:
         """Check the password and start a session (cookies `wr_session` and `wr_csrf`)."""
         ip = request.client.host if request.client else "unknown"
         keys = (f"user:{body.username}", f"ip:{ip}")
-        wait = limiter.retry_after(*keys)
+        wait = limiter.retry_after(session, *keys)
         if wait:
             audit(session, None, "auth.login_limited", body.username, {"ip": ip})
             session.commit()
@@ -94,11 +95,11 @@ def make_router(settings: ServerSettings) -> APIRouter:
             )
         user = authenticate(session, body.username, body.password)
         if user is None:
-            limiter.fail(*keys)
+            limiter.fail(session, *keys)
             audit(session, None, "auth.login_failed", body.username, {"ip": ip})
             session.commit()
             return _refuse(401, "bad_credentials", "wrong username or password")
-        limiter.reset(keys[0])
+        limiter.reset(session, keys[0])
         token, csrf = open_session(session, user, lifetime)
         audit(session, user.username, "auth.login", user.username, {"ip": ip})
         session.commit()

@@ -16,7 +16,16 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from server.db.models import ROLES, AuditLog, AuthSession, Hall, User, utcnow
+from server.db.models import (
+    NAME_LEN,
+    ROLES,
+    AuditLog,
+    AuthSession,
+    Hall,
+    LoginFailure,
+    User,
+    utcnow,
+)
 
 MIN_PASSWORD = 12
 _hasher = PasswordHasher()
@@ -180,11 +189,52 @@ def audit(
     session.add(AuditLog(actor=actor, action=action, target=target[:200], detail=text))
 
 
+@dataclass(frozen=True)
+class LoginThrottle:
+    """Failed logins per key (username or client address) counted in the database.
+
+    Stored as `login_failures` rows, so a restart (or another server process on the same
+    database) sees the same counts. The caller commits.
+    """
+
+    max_failures: int = 5
+    window_s: float = 15 * 60
+
+    def retry_after(self, session: Session, *keys: str) -> int:
+        """Return seconds until any of `keys` may try again (0 when none is blocked)."""
+        now = utcnow()
+        since = now - timedelta(seconds=self.window_s)
+        wait = 0.0
+        for key in keys:
+            recent = session.scalars(
+                select(LoginFailure.at)
+                .where((LoginFailure.key == key) & (LoginFailure.at > since))
+                .order_by(LoginFailure.at.desc())
+                .limit(self.max_failures)
+            ).all()
+            if len(recent) >= self.max_failures:
+                free = recent[-1] + timedelta(seconds=self.window_s)
+                wait = max(wait, (free - now).total_seconds())
+        return max(1, int(wait) + 1) if wait > 0 else 0
+
+    def fail(self, session: Session, *keys: str) -> None:
+        """Count a failure for each of `keys`; forget failures older than the window."""
+        now = utcnow()
+        session.execute(
+            delete(LoginFailure).where(LoginFailure.at <= now - timedelta(seconds=self.window_s))
+        )
+        session.add_all(LoginFailure(key=key[:NAME_LEN], at=now) for key in keys)
+
+    def reset(self, session: Session, key: str) -> None:
+        """Forget the failures of `key` (after a successful login)."""
+        session.execute(delete(LoginFailure).where(LoginFailure.key == key[:NAME_LEN]))
+
+
 @dataclass
 class RateLimiter:
-    """Failed logins per key (username or client address) kept in memory for `window_s`.
+    """Failures per key kept in memory for `window_s` (per process, lost on restart).
 
-    In memory only: the counts are per server process and lost on restart.
+    For logins use LoginThrottle, whose counts survive a restart.
     """
 
     max_failures: int = 5

@@ -1,4 +1,4 @@
-"""Case tables: cases, their history, the holiday calendar and the poller watermark."""
+"""Case tables: cases, their history, the holiday calendar, the poller watermark, the outbox."""
 
 from datetime import date, datetime
 
@@ -108,3 +108,22 @@ class CasePoller(Base):
 
     name: Mapped[str] = mapped_column(String(CODE_LEN), primary_key=True)
     watermark: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class WebhookDelivery(Base):
+    """One case event owed to one webhook URL (the outbox); kept until delivered or given up."""
+
+    __tablename__ = "webhook_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(36), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    case_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    delivered: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    gave_up: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str] = mapped_column(String(500), default="")

@@ -6,21 +6,23 @@ watermark minus `cases.overlap_s` up to a little after now, opens the missing ca
 `cases.sweep_s` it also reads the last `cases.lookback_h` hours, for ratings that reached
 InfluxDB late (a kiosk's outbox after an outage keeps the press time), and flags the
 cases that became overdue. The watermark lives in the database, so a restarted server
-resumes where it stopped.
+resumes where it stopped. A case and its webhook rows (the outbox of `server.cases.webhook`)
+are committed in one transaction.
 """
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from server.cases.models import Case, CasePoller
 from server.cases.service import NegativeRating, case_payload, flag_overdue, local_date, open_cases
+from server.cases.webhook import WebhookSender
 from server.db.engine import Database
 from server.scores.policy import Policy, active_policy
 from server.settings import ServerSettings
@@ -32,8 +34,6 @@ log = logging.getLogger(__name__)
 POLLER_NAME = "negative-ratings"
 # Points up to this far ahead of the server's clock are read (the gateway accepts +5 min).
 FUTURE = timedelta(minutes=10)
-
-Notify = Callable[[str, dict[str, Any]], None]
 
 
 def _opt(value: Any) -> str | None:
@@ -76,7 +76,7 @@ class NegativeRatingPoller:
         db: Database,
         influx: InfluxClient,
         settings: ServerSettings,
-        notify: Notify,
+        webhooks: WebhookSender | None = None,
         policy: Policy | None = None,
     ) -> None:
         """Prepare (not start) the poller; negative per `policy`, else the one in force."""
@@ -84,7 +84,7 @@ class NegativeRatingPoller:
         self.policy = policy or active_policy()
         self.influx = influx
         self.settings = settings
-        self.notify = notify
+        self.webhooks = webhooks
         self._last_sweep: datetime | None = None
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -120,6 +120,7 @@ class NegativeRatingPoller:
             try:
                 new = open_cases(session, ratings, tz, days, self.policy)
                 payloads = [case_payload(c, today) for c in new]
+                self._enqueue(session, "case.opened", payloads)
                 session.commit()
             except IntegrityError:
                 # Another server process opened some of them first; the next scan retries.
@@ -128,8 +129,13 @@ class NegativeRatingPoller:
                 return []
         for body in payloads:
             log.info("case %s opened for rating %s", body["case_id"], body["rating_id"])
-            self.notify("case.opened", body)
         return [int(b["case_id"]) for b in payloads]
+
+    def _enqueue(self, session: Session, event: str, payloads: list[dict[str, Any]]) -> None:
+        """Write the webhook rows of `payloads` in the caller's transaction."""
+        if self.webhooks is not None:
+            for body in payloads:
+                self.webhooks.enqueue(session, event, body, int(body["case_id"]))
 
     def flag_overdue(self, now: datetime) -> list[int]:
         """Flag the cases that became overdue; return their ids."""
@@ -137,9 +143,8 @@ class NegativeRatingPoller:
         with self.db.session() as session:
             cases = flag_overdue(session, today)
             payloads = [case_payload(c, today) for c in cases]
+            self._enqueue(session, "case.overdue", payloads)
             session.commit()
-        for body in payloads:
-            self.notify("case.overdue", body)
         return [int(b["case_id"]) for b in payloads]
 
     def tick(self, now: datetime | None = None) -> list[int]:

@@ -106,11 +106,11 @@ def _refuse(exc: svc.CaseError) -> JSONResponse:
     return JSONResponse(status_code=exc.status, content=body)
 
 
-def _notify(request: Request, event: str, body: dict[str, Any]) -> None:
-    """Queue a webhook (when the app has a sender)."""
+def _enqueue(request: Request, session: Session, event: str, body: dict[str, Any]) -> None:
+    """Write a webhook row in the caller's transaction (when the app has a sender)."""
     sender = getattr(request.app.state, "case_webhooks", None)
     if sender is not None:
-        sender.send(event, body)
+        sender.enqueue(session, event, body, int(body["case_id"]))
 
 
 def make_router(settings: ServerSettings) -> APIRouter:
@@ -131,16 +131,17 @@ def make_router(settings: ServerSettings) -> APIRouter:
         case_id: CaseId,
         act: Callable[[Case], str],
     ) -> Any:
-        """Load the case, apply `act` (returns the webhook event), commit, notify."""
+        """Load the case, apply `act` (returns the webhook event), commit with its webhook."""
         try:
             case = svc.get_case(session, case_id, who)
             event = act(case)
         except svc.CaseError as exc:
             session.rollback()
             return _refuse(exc)
-        session.commit()
         now = today()
-        _notify(request, event, {**svc.case_payload(case, now), "actor": who.username})
+        session.flush()
+        _enqueue(request, session, event, {**svc.case_payload(case, now), "actor": who.username})
+        session.commit()
         return case_detail(svc.get_case(session, case_id, who), who, now)
 
     tags_cases: list[str | Enum] = ["cases"]

@@ -12,16 +12,16 @@ log = logging.getLogger(__name__)
 
 
 def start_cases(app: FastAPI, cfg: ServerSettings) -> None:
-    """Start the webhook sender and (unless disabled) the poller; needs app.state.influx."""
+    """Start the webhook outbox sender and (unless disabled) the poller; needs app.state.influx."""
     secret = cfg.cases.webhook_secret.get_secret_value() if cfg.cases.webhook_secret else None
     if cfg.cases.webhook_urls and secret is None:
         log.warning("case webhooks are sent unsigned: WR_SERVER_CASES__WEBHOOK_SECRET is not set")
-    sender = WebhookSender(cfg.cases.webhook_urls, secret, cfg.cases.webhook_retries)
+    sender = WebhookSender(app.state.db, cfg.cases.webhook_urls, secret, cfg.cases.webhook_retries)
     sender.start()
     app.state.case_webhooks = sender
     app.state.case_poller = None
     if cfg.cases.poller:
-        poller = NegativeRatingPoller(app.state.db, app.state.influx, cfg, sender.send)
+        poller = NegativeRatingPoller(app.state.db, app.state.influx, cfg, sender)
         poller.start()
         app.state.case_poller = poller
         log.info("case poller started (every %.1f s)", cfg.cases.poll_s)

@@ -189,6 +189,16 @@ class AuthSession(Base):
     user: Mapped[User] = relationship(lazy="joined")
 
 
+class LoginFailure(Base):
+    """One failed login of a throttle key (`user:NAME` or `ip:ADDR`), kept for the window."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(NAME_LEN), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
 class AuditLog(Base):
     """One audited action: who (username or None), when, what, on which target, details."""
 

@@ -197,44 +197,55 @@ def make_router(settings: ScoresSettings | None = None) -> APIRouter:
             return out, int(manifest["rows"]), str(manifest["sha256"])
 
         job = ExportJob(
-            id=job_id, owner=who.user_id, state="queued", level=body.level, format=body.format,
+            id=job_id, owner=who.user_id, owner_name=who.username, state="queued",
+            level=body.level, format=body.format,
             period_from=period.first.isoformat(), period_to=period.last.isoformat(),
             hall=scope, total_days=len(period.days()), created=utc_now(),
         )  # fmt: skip
         log.info("export job %s by %s: %s", job_id, who.username, name)
         audit(session, who.username, "export.start", job_id, {"file": name, "hall": scope})
         session.commit()
-        return board.submit(job, JobWork(run))
+        return board.submit(db, job, JobWork(run))
 
-    def own_job(who: Principal, job_id: str) -> ExportJob:
-        job = board.get(job_id)
+    @router.get("/api/exports", response_model=list[ExportJob])
+    def api_exports(
+        request: Request,
+        who: UserDep,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[ExportJob]:
+        """Export jobs, newest first: the user's own (an admin: everyone's), from the database."""
+        scoped_hall(who, None)
+        return board.list(request.app.state.db, None if who.is_admin else who.user_id, limit)
+
+    def own_job(request: Request, who: Principal, job_id: str) -> ExportJob:
+        job = board.get(request.app.state.db, job_id)
         if job is None or (job.owner != who.user_id and not who.is_admin):
             raise HTTPException(status_code=404, detail="no such export")
         return job
 
     @router.get("/api/exports/{job_id}", response_model=ExportJob)
-    def api_export_status(who: UserDep, job_id: str) -> ExportJob:
+    def api_export_status(request: Request, who: UserDep, job_id: str) -> ExportJob:
         """The state and progress of an export job (its owner or an admin)."""
-        return own_job(who, job_id)
+        return own_job(request, who, job_id)
 
-    def job_file(who: Principal, job_id: str) -> Path:
-        job = own_job(who, job_id)
-        path = board.path(job_id)
+    def job_file(request: Request, who: Principal, job_id: str) -> Path:
+        job = own_job(request, who, job_id)
+        path = board.path(request.app.state.db, job_id)
         if job.state != "done" or path is None:
             raise HTTPException(status_code=409, detail=f"export is {job.state}")
         return path
 
     @router.get("/api/exports/{job_id}/file")
-    def api_export_file(who: UserDep, job_id: str) -> FileResponse:
+    def api_export_file(request: Request, who: UserDep, job_id: str) -> FileResponse:
         """The data file of a finished export."""
-        path = job_file(who, job_id)
+        path = job_file(request, who, job_id)
         fmt = path.suffix.lstrip(".")
         return FileResponse(path, media_type=MEDIA[fmt], filename=path.name)
 
     @router.get("/api/exports/{job_id}/manifest")
-    def api_export_manifest(who: UserDep, job_id: str) -> FileResponse:
+    def api_export_manifest(request: Request, who: UserDep, job_id: str) -> FileResponse:
         """The manifest of a finished export."""
-        path = manifest_path(job_file(who, job_id))
+        path = manifest_path(job_file(request, who, job_id))
         return FileResponse(path, media_type="application/json", filename=path.name)
 
     @router.get("/api/scores/flags", response_model=list[FlagOut])
