@@ -24,12 +24,17 @@ scenario's steps from Kivy Clock callbacks, touching the screen with real touch 
     {"publish_config": {...}}         retained config to the device's topic; waits until applied
     {"publish_cmd": {"cmd": "pause"}} a command to the device's topic (id and ts filled in)
     {"wait_drained": 10}              wait until the outbox has sent everything
+    {"fill_disk": true}               fill the data directory's file system (a filler file)
+    {"free_disk": true}               delete that filler file again
+    {"expect_text": "存储空间已满"}    a label on the shown screen contains that text (waits 5 s)
     {"bench": {"presses": 1000}}      touch keys as fast as the screens allow; time each commit
+    {"growth": {"presses": 20000}}    press through the app's own handlers, many per frame (RSS)
 
 Top-level scenario keys: "steps", "size" ([1024, 600]), "thanks_s", "reasons_timeout_s",
 "tick_s", "timeout" (s), "connect" (wait for the broker first; default true), "result".
-The result file (JSON) holds ok, errors, screens seen, outbox rows, labels and bench figures;
-the exit status is 1 when an expectation failed.
+The result file (JSON) holds ok, errors, screens seen, outbox rows, labels, bench figures and
+`cold_start_s` (process start to the first screen drawn); the exit status is 1 when an
+expectation failed.
 """
 
 import argparse
@@ -44,7 +49,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devstack.kiosk_measure import StepFailed, Wait, memory_kb, read_outbox, touch_bench
+from devstack.kiosk_measure import (
+    StepFailed,
+    Wait,
+    fill_disk,
+    growth_bench,
+    memory_kb,
+    process_age_s,
+    read_outbox,
+    touch_bench,
+)
 
 log = logging.getLogger("devstack.kiosk_driver")
 
@@ -74,11 +88,26 @@ class Harness:
         self._mqtt: Any = None
         self.committed_at: float | None = None
         self.last_accepted = False
+        self.growth: dict[str, Any] | None = None
+        self.cold_start_s: float | None = None
+        self.filler: Path | None = None
 
     # --- driving ---
 
     def start(self, *_: Any) -> None:
         """Begin once the app runs: first wait for the broker unless told otherwise."""
+        from kivy.core.window import Window
+
+        def drawn(*_a: Any) -> None:
+            # Bound handlers run as the frame is flipped: the first screen is on display.
+            if self.app.shown is not None and not self.app.redraw_pending:
+                Window.unbind(on_flip=drawn)
+                self.cold_start_s = round(process_age_s(), 3)
+                log.info(
+                    "first screen %s drawn %.3f s after start", self.app.shown, self.cold_start_s
+                )
+
+        Window.bind(on_flip=drawn)
         self.Clock.schedule_once(self._timeout, float(self.scenario.get("timeout", 120)))
         if self.scenario.get("connect", True):
             since: list[float] = []
@@ -381,6 +410,33 @@ class Harness:
             "outbox drained",
         )
 
+    def step_fill_disk(self, _arg: Any) -> None:
+        """Fill the data directory's file system with a filler file (as another program would)."""
+        self.filler = self.kiosk.terminal.data_dir / "filler.bin"
+        fill_disk(self.filler)
+
+    def step_free_disk(self, _arg: Any) -> None:
+        """Delete the filler file."""
+        if self.filler is not None:
+            self.filler.unlink(missing_ok=True)
+
+    def step_expect_text(self, text: str) -> Wait:
+        """A label on the shown screen contains `text`."""
+
+        def texts() -> list[str]:
+            screen = self.app.screens.get(self.app.shown or "")
+            return [str(w.text) for w in screen.walk() if hasattr(w, "text")] if screen else []
+
+        return Wait(
+            lambda: not self.app.redraw_pending and any(text in t for t in texts()),
+            5,
+            lambda: f"{text!r} on screen {self.app.shown} (texts: {texts()})",
+        )
+
+    def step_growth(self, arg: dict[str, Any]) -> Wait:
+        """Press `presses` times through the app's handlers, many per frame; RSS before/after."""
+        return growth_bench(self, arg)
+
     def step_bench(self, arg: dict[str, Any]) -> Wait:
         """Touch rating keys `presses` times; time each from touch-down to the outbox commit."""
         return touch_bench(self, arg)
@@ -419,7 +475,7 @@ class Harness:
             "ok": not self.errors,
             "errors": self.errors,
             "steps_done": self.i,
-            "screens": self.app.screen_history,
+            "screens": list(self.app.screen_history),
             "shown": self.app.shown,
             "last_seq": last_seq,
             "backlog": sum(1 for r in rows if not r["acked"]),
@@ -427,6 +483,8 @@ class Harness:
             "labels": self.labels(),
             "targets": self.targets_seen,
             "bench": self.bench,
+            "growth": self.growth,
+            "cold_start_s": self.cold_start_s,
             "memory_kb": memory_kb(),
             "restart_requested": self.app.restart_requested,
             "setup_message": self.app.setup_message(self.app._lang) if self.app.setup_open else "",

@@ -1,7 +1,11 @@
 """Measurements of a running kiosk app: memory, outbox rows, touch-to-commit latency."""
 
+import contextlib
+import errno
+import gc
 import json
 import logging
+import os
 import re
 import sqlite3
 import statistics
@@ -187,3 +191,99 @@ def touch_bench(harness: Any, arg: dict[str, Any]) -> Wait:
         return True
 
     return Wait(finished, float(arg.get("timeout", 600)), f"{presses} presses")
+
+
+def process_age_s() -> float:
+    """Seconds since this process was started (from /proc/self/stat, 10 ms resolution)."""
+    with open("/proc/self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    start_ticks = int(fields[19])  # field 22, starttime, counted after "pid (comm)"
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def fill_disk(path: Path) -> int:
+    """Write `path` until its file system has no room left; return the bytes written."""
+    written = 0
+    block = b"\xff" * (1 << 20)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        while True:
+            try:
+                n = os.write(fd, block)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                break
+            written += n
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    log.info("filled %s with %d bytes", path, written)
+    return written
+
+
+def growth_bench(harness: Any, arg: dict[str, Any]) -> Wait:
+    """Press `presses` times through the app's own handlers (the keys' `rate`, the reasons'
+    submit), `per_frame` at a time with the session ticked and the screens redrawn after each;
+    RSS after a warm-up and at the end. The thank-you time is 0 meanwhile."""
+    presses = int(arg.get("presses", 20_000))
+    warmup = int(arg.get("warmup", min(1000, presses // 10)))
+    per_frame = int(arg.get("per_frame", 40))
+    levels = [int(v) for v in arg.get("levels", [5, 4, 3, 2, 1])]
+    app = harness.app
+    terminal = harness.kiosk.terminal
+    session = terminal.session
+    thanks_s = session.thanks_s
+    session.thanks_s = 0.0
+    first_seq = terminal.outbox.last_seq()
+    state: dict[str, Any] = {"n": 0, "before": None, "t0": None}
+
+    def one(n: int) -> None:
+        app.rate(levels[n % len(levels)])
+        if session.screen.value == "reasons":
+            app.redraw()
+            codes = [r.code for r in session.config.reasons][:1]
+            app.submit_reasons(codes)
+        session.tick()
+        app.redraw()
+
+    def step() -> bool:
+        for _ in range(per_frame):
+            if state["n"] >= warmup + presses:
+                break
+            if state["n"] == warmup and state["before"] is None:
+                gc.collect()
+                state["before"] = memory_kb()
+                state["t0"] = time.monotonic()
+            one(state["n"])
+            state["n"] += 1
+        return bool(state["n"] >= warmup + presses)
+
+    def finished() -> bool:
+        if not step():
+            return False
+        session.thanks_s = thanks_s
+        gc.collect()
+        after = memory_kb()
+        before = state["before"]
+        committed = terminal.outbox.last_seq() - first_seq
+        seconds = time.monotonic() - state["t0"]
+        harness.growth = {
+            "presses": presses,
+            "warmup": warmup,
+            "committed": committed,
+            "rss_before_mb": round(before["VmRSS"] / 1024, 1),
+            "rss_after_mb": round(after["VmRSS"] / 1024, 1),
+            "rss_growth_mb": round((after["VmRSS"] - before["VmRSS"]) / 1024, 2),
+            "rss_anon_growth_mb": round((after["RssAnon"] - before["RssAnon"]) / 1024, 2),
+            "seconds": round(seconds, 1),
+            "presses_per_s": round(presses / seconds, 1) if seconds > 0 else None,
+            "outbox_bytes": terminal.outbox.file_bytes(),
+        }
+        log.info("growth: %s", harness.growth)
+        if committed != warmup + presses:
+            raise StepFailed(f"{warmup + presses} presses but {committed} committed")
+        return True
+
+    return Wait(finished, float(arg.get("timeout", 3600)), f"{presses} presses (growth)")

@@ -12,7 +12,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from common.mqtt import MqttSettings, guarded, make_client
 from kiosk.core.clock import Clock, resolve_ts
-from kiosk.core.outbox import Outbox
+from kiosk.core.outbox import Outbox, StorageFull
 from kiosk.core.recorder import Identity, build_event
 from protocol.messages import Command, DeviceConfig, DeviceStatus
 from protocol.topics import Topic, TopicError, TopicKind
@@ -38,6 +38,7 @@ class Publisher:
         window: int = 64,
         status_interval_s: float = 30.0,
         resend_window_s: float = 60.0,
+        purge_interval_s: float = 5.0,
         version: str = "0.1.0",
         on_config: Callable[[DeviceConfig], None] | None = None,
         on_command: Callable[[Command], None] | None = None,
@@ -51,6 +52,7 @@ class Publisher:
         self.window = window
         self.status_interval_s = status_interval_s
         self.resend_window_s = resend_window_s
+        self.purge_interval_s = purge_interval_s
         self._last_purge = 0.0
         self.version = version
         self.on_config = on_config
@@ -67,6 +69,7 @@ class Publisher:
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_status = 0.0
+        self._full_told: bool | None = None  # storage state of the last status sent
         self._topic = {
             kind: str(Topic(identity.hall, identity.device, kind, settings.prefix))
             for kind in TopicKind
@@ -242,13 +245,21 @@ class Publisher:
     # --- drain loop (own thread) ---
 
     def _publish_status(self, state: str | None = None) -> mqtt.MQTTMessageInfo | None:
-        """Publish the retained status with the outbox state."""
+        """Publish the retained status with the outbox state.
+
+        A full disk is told as `paused` (v1's DeviceStatus has no field for it, and the window
+        does take no ratings); the log says why, and `backlog` shows what still waits.
+        """
         self._last_status = time.monotonic()
+        full = self.outbox.storage_full()
+        self._full_told = full
+        if full and state is None:
+            log.error("status: paused, storage full (%d ratings waiting)", self.outbox.backlog())
         status = DeviceStatus.model_validate(
             {
                 "device": self.identity.device,
                 "hall": self.identity.hall,
-                "state": state or ("paused" if self.paused else "online"),
+                "state": state or ("paused" if self.paused or full else "online"),
                 "ts": self.clock.wall_ms(),
                 "window": self.identity.window,
                 "last_seq": self.outbox.last_seq(),
@@ -271,12 +282,19 @@ class Publisher:
                 continue
             try:
                 self._drain_once()
-                if time.monotonic() - self._last_status > self.status_interval_s:
+                if (
+                    time.monotonic() - self._last_status > self.status_interval_s
+                    or self.outbox.storage_full() != self._full_told
+                ):
                     self._publish_status()
-                if time.monotonic() - self._last_purge > 5.0:
+                if time.monotonic() - self._last_purge > self.purge_interval_s:
                     self._last_purge = time.monotonic()
                     cutoff = self.clock.wall_ms() - int(self.resend_window_s * 1000)
-                    self.outbox.purge_acked_before(cutoff)
+                    if self.outbox.purge_acked_before(cutoff):
+                        self.outbox.checkpoint()
+            except StorageFull as exc:  # the reserve is spent: retried once space returns
+                log.error("outbox bookkeeping waits for disk space: %s", exc)
+                time.sleep(1.0)
             except Exception:  # keep draining whatever one row did
                 log.exception("outbox drain failed; retrying")
                 time.sleep(1.0)

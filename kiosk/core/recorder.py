@@ -8,7 +8,7 @@ from typing import Any
 import uuid6
 
 from kiosk.core.clock import Clock
-from kiosk.core.outbox import Outbox, PressTime
+from kiosk.core.outbox import Outbox, PressTime, StorageFull
 from protocol.messages import EventType, InputKind, RatingEvent, ServiceEvent
 from protocol.scales import check_level
 
@@ -63,6 +63,8 @@ class Recorder:
     ) -> Recorded:
         """Record one rating; raise ValueError (before anything is stored) if it is invalid.
 
+        Raises StorageFull (nothing stored) when the disk has no room for it.
+
         `held=True` keeps it from being sent until `Outbox.release()` (reasons being asked).
         """
         ident = self.identity
@@ -116,7 +118,10 @@ class Recorder:
         ticket: str | None = None,
         item: str | None = None,
     ) -> ServiceEvent:
-        """Commit a service event (login, logout, prompt, pause …) for publishing."""
+        """Commit a service event (login, logout, prompt, pause …) for publishing.
+
+        On a full disk the event is logged and dropped (ratings are refused meanwhile).
+        """
         ident = self.identity
         ev = ServiceEvent(
             id=uuid6.uuid7(),
@@ -130,7 +135,11 @@ class Recorder:
             ticket=ticket,
             item=item,
         )
-        self.outbox.add_event(str(ev.id), ev.model_dump_json())
+        try:
+            self.outbox.add_event(str(ev.id), ev.model_dump_json())
+        except StorageFull:  # a session event is not a rating: logged, the kiosk goes on
+            log.error("storage full: %s event not stored", type_)
+            return ev
         if self.on_committed is not None:
             self.on_committed()
         return ev

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from kiosk.core.outbox import StorageFull
 from kiosk.core.recorder import Recorded, Recorder
 from protocol.messages import FLAG_REPEAT, DeviceConfig, InputKind, ReasonOption
 from protocol.scales import offers_reasons
@@ -26,6 +27,7 @@ class Screen(StrEnum):
     REASONS = "reasons"
     THANKS = "thanks"
     PAUSED = "paused"
+    FULL = "full"  # the data disk is full: ratings refused until space returns
 
 
 class Refusal(StrEnum):
@@ -35,6 +37,7 @@ class Refusal(StrEnum):
     NO_PROMPT = "no_prompt"
     BUSY = "busy"
     INVALID = "invalid"
+    STORAGE_FULL = "storage_full"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,7 @@ class View:
     reasons: tuple[ReasonOption, ...]
     prompt: Prompt | None
     identify: bool
+    storage_full: bool = False
 
 
 class KioskSession:
@@ -112,11 +116,13 @@ class KioskSession:
         self.paused = False
         self.staff: str | None = None
         self.prompt_open: Prompt | None = None
+        self._full = recorder.outbox.storage_full()
         self._screen = self._idle()
         self._until: float | None = None  # when THANKS or REASONS ends
         self._held: int | None = None  # seq waiting for its reasons
         self._last_press: float | None = None
         self._identify_until = 0.0
+        self._unreleased: list[tuple[int, list[str]]] = []  # releases a full disk refused
 
     # --- queries ---
 
@@ -141,6 +147,7 @@ class KioskSession:
                 reasons=tuple(cfg.reasons),
                 prompt=self.prompt_open,
                 identify=self.clock() < self._identify_until,
+                storage_full=self._full,
             )
 
     # --- inputs ---
@@ -148,6 +155,9 @@ class KioskSession:
     def press(self, level: int, input_: InputKind) -> PressResult:
         """A rating button or touch: record it if this screen takes ratings now."""
         with self._lock:
+            self._watch_storage()
+            if self._full:
+                return self._refuse_full()
             if self.paused:
                 return PressResult(None, Refusal.PAUSED)
             mode = self.config.prompt_mode
@@ -181,6 +191,9 @@ class KioskSession:
             except ValueError as exc:
                 log.warning("press refused: %s", exc)
                 return PressResult(None, Refusal.INVALID)
+            except StorageFull:
+                self._full = True
+                return self._refuse_full()
             self._last_press = now
             self.prompt_open = None
             if ask:
@@ -196,8 +209,7 @@ class KioskSession:
             if self._held is None:
                 return
             allowed = {r.code for r in self.config.reasons}
-            self.recorder.outbox.release(self._held, [c for c in codes if c in allowed])
-            self.recorder.wake()
+            self._release(self._held, [c for c in codes if c in allowed])
             self._held = None
             self._thank(self.clock())
 
@@ -207,6 +219,10 @@ class KioskSession:
         """Open the rating screen for one service (clerk's button, MQTT `prompt`, queue system)."""
         with self._lock:
             if self.paused or self._screen is Screen.REASONS:
+                return False
+            self._watch_storage()
+            if self._full:
+                log.warning("prompt refused: storage full")
                 return False
             now = self.clock()
             self.prompt_open = Prompt(
@@ -272,9 +288,14 @@ class KioskSession:
             self._changed()
 
     def tick(self) -> None:
-        """Advance timeouts: thank-you, reasons, per-service prompt, identify."""
+        """Advance timeouts: thank-you, reasons, per-service prompt, identify; watch the disk."""
         with self._lock:
             now = self.clock()
+            self._watch_storage()
+            if self._unreleased and not self._full:
+                pending, self._unreleased = self._unreleased, []
+                for seq, codes in pending:
+                    self._release(seq, codes)
             if self._until is not None and now >= self._until:
                 if self._screen is Screen.REASONS:
                     self.recorder.event("reasons_timeout", staff=self.staff)
@@ -299,7 +320,9 @@ class KioskSession:
         )
 
     def _idle(self) -> Screen:
-        """The resting screen: paused, or rating (always) / welcome (per service)."""
+        """The resting screen: full disk, paused, or rating (always) / welcome (per service)."""
+        if self._full:
+            return Screen.FULL
         if self.paused:
             return Screen.PAUSED
         return Screen.RATING if self.config.prompt_mode == "always" else Screen.WELCOME
@@ -313,9 +336,37 @@ class KioskSession:
     def _release_held(self) -> None:
         """Send a held rating without reasons."""
         if self._held is not None:
-            self.recorder.outbox.release(self._held)
-            self.recorder.wake()
+            self._release(self._held, [])
             self._held = None
+
+    def _release(self, seq: int, codes: list[str]) -> None:
+        """Let a held rating go out; a full disk keeps it for the next tick (it is stored)."""
+        try:
+            self.recorder.outbox.release(seq, codes)
+        except StorageFull:
+            log.error("rating seq %s stays held until the disk has room to release it", seq)
+            self._full = True
+            self._unreleased.append((seq, codes))
+            return
+        self.recorder.wake()
+
+    def _watch_storage(self) -> None:
+        """Re-read whether the disk is full (checked once a second); switch screens on a change."""
+        full = self.recorder.outbox.storage_full()
+        if full == self._full:
+            return
+        self._full = full
+        if full and self._screen in (Screen.WELCOME, Screen.RATING):
+            self._show(Screen.FULL)
+        elif not full and self._screen is Screen.FULL:
+            self._show(Screen.RATING if self.prompt_open is not None else self._idle())
+
+    def _refuse_full(self) -> PressResult:
+        """Refuse a press visibly: the storage-full screen replaces the rating keys."""
+        log.warning("press refused: storage full")
+        if self._screen is not Screen.REASONS:
+            self._show(Screen.FULL)
+        return PressResult(None, Refusal.STORAGE_FULL)
 
     def _show(self, screen: Screen, until: float | None = None) -> None:
         """Switch screens and tell the UI."""

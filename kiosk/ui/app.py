@@ -3,6 +3,7 @@
 import logging
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from kiosk.ui.widgets import Badge, Targets
 log = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
+SCREEN_HISTORY = 5000
 OFFLINE_GRACE_S = 3.0  # no offline badge while the first connection is still being made
 
 
@@ -46,7 +48,8 @@ class KioskApp(App):  # type: ignore[misc]
         self.session = kiosk.terminal.session
         self.tick_s = tick_s
         self.targets: Targets = {}
-        self.screen_history: list[str] = []
+        # The screens shown, newest last (bounded: a kiosk runs for months).
+        self.screen_history: deque[str] = deque(maxlen=SCREEN_HISTORY)
         self.unit = 1.0
         self.setup_enabled = self.setup.enabled
         self.touch_enabled = kiosk.settings.touch

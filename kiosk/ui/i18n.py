@@ -15,6 +15,8 @@ STRINGS: dict[str, dict[str, str]] = {
         "thanks_hint": "我们会持续改进服务",
         "paused": "暂停服务",
         "paused_hint": "请到其他窗口办理，谢谢",
+        "storage_full": "存储空间已满，请联系管理员",
+        "storage_full_hint": "暂时无法评价。已保存的评价不会丢失，空间恢复后自动继续",
         "reasons_title": "请选择不满意的原因（可多选）",
         "confirm": "提交",
         "countdown": "{n} 秒后自动提交",
@@ -82,6 +84,11 @@ STRINGS: dict[str, dict[str, str]] = {
         "thanks_hint": "It helps us serve you better",
         "paused": "Service paused",
         "paused_hint": "Please go to another window, thank you",
+        "storage_full": "Storage full, contact the administrator",
+        "storage_full_hint": (
+            "Ratings cannot be taken now. Saved ratings are kept and sent; "
+            "rating resumes by itself when space is freed"
+        ),
         "reasons_title": "What went wrong? (choose any)",
         "confirm": "Submit",
         "countdown": "Submitting in {n} s",

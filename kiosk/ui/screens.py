@@ -348,11 +348,37 @@ class PausedScreen(KioskScreen):
         self.hint.text = tr(view.language, "paused_hint")
 
 
+class FullScreen(KioskScreen):
+    """存储空间已满: the data disk is full, so presses are refused until space returns."""
+
+    screen_name = "full"
+
+    def __init__(self, ui: Ui) -> None:
+        """Build the screen."""
+        super().__init__(ui)
+        u = ui.unit
+        root = Filled(orientation="vertical", padding=[u * 40, u * 50], spacing=u * 24)
+        root.bg = list(theme.PAUSED_BG)
+        self.window = wrapped_label(font_size=u * 32, color=theme.MUTED, size_hint_y=0.5)
+        self.text = wrapped_label(font_size=u * 64, bold=True, size_hint_y=1.4)
+        self.hint = wrapped_label(font_size=u * 30, color=theme.MUTED, size_hint_y=0.8)
+        for w in (self.window, self.text, self.hint):
+            root.add_widget(w)
+        self.add_widget(root)
+
+    def update(self, view: View) -> None:
+        """Draw `view`."""
+        self.text.text = tr(view.language, "storage_full")
+        self.window.text = _window_title(view)
+        self.hint.text = tr(view.language, "storage_full_hint")
+
+
 SCREENS: tuple[type[KioskScreen], ...] = (
     WelcomeScreen,
     RatingScreen,
     ReasonsScreen,
     ThanksScreen,
     PausedScreen,
+    FullScreen,
     SetupScreen,
 )
