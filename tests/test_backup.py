@@ -16,14 +16,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import create_engine, inspect, text
 
+from common.installation import write_env_file
+from devstack.postgres import PgCluster, postgres_bindir
 from devstack.services import Influxd, free_port
 from devstack.stack import DEMO_HALL, Ports, Stack
+from ops.archive import ArchiveError, extract_verified
 from ops.backup import last_backup
+from ops.restore import move_paths
+from server.auth.service import create_user
+from server.db.engine import Database
 from tests.support import influx_query, wait_until
 
 KIOSKS = 5
@@ -341,3 +349,131 @@ def test_a_flipped_byte_is_refused_by_checksum(quiet: Hall) -> None:
     assert not target.exists()
     assert wr(hall.root, "restore", "--verify", str(damaged)).returncode == 4
     assert wr(hall.root, "restore", "--verify", str(archives[-1])).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgCluster]:
+    """A PostgreSQL cluster for the registry-on-PostgreSQL test."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl not found: apt-get install postgresql")
+    cluster = PgCluster(bindir)
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    yield cluster
+    cluster.stop()
+
+
+def pg_rows(url: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table of a PostgreSQL database, sorted."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                t: sorted(map(tuple, conn.execute(text(f'SELECT * FROM "{t}"'))), key=repr)
+                for t in inspect(conn).get_table_names()
+            }
+    finally:
+        engine.dispose()
+
+
+def test_a_postgresql_registry_goes_through_pg_dump(quiet: Hall, pg: PgCluster) -> None:
+    """`--config` installation with a PostgreSQL registry: backed up, refused, restored."""
+    root = quiet.root / "pg"
+    source_url, target_url = pg.new_database(), pg.new_database()
+    db = Database(source_url)
+    db.upgrade()
+    with db.session() as session:
+        create_user(session, "admin1", "correct horse battery", "admin")
+        session.commit()
+    db.close()
+    config = root / "a" / "config"
+    write_env_file(
+        config / "server.env",
+        {
+            "WR_SERVER_DATABASE_URL": source_url,
+            "WR_SERVER_INFLUX__URL": quiet.influx_url,
+            "WR_SCORES_EXPORT_DIR": str(root / "a" / "exports"),
+        },
+    )
+    write_env_file(config / "gateway.env", {"WR_GATEWAY_DATA_DIR": str(root / "a" / "gw")})
+
+    # InfluxDB down: the backup fails, says so, and leaves nothing in --out.
+    dead = f"http://127.0.0.1:{free_port()}"
+    out = root / "out"
+    done = wr(quiet.root, "backup", "--config", str(config), "--out", str(out),
+              WR_SERVER_INFLUX__URL=dead)  # fmt: skip
+    assert done.returncode == 1 and "备份失败" in done.stderr and "start it" in done.stderr
+    assert list(out.iterdir()) == []
+    assert last_backup(config) is None
+
+    done = wr(quiet.root, "backup", "--config", str(config), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    (archive,) = out.iterdir()
+    manifest_parts = _manifest(archive)["parts"]
+    registry = next(p for p in manifest_parts if p["name"] == "registry")
+    assert registry["kind"] == "postgresql" and "correct horse" not in json.dumps(manifest_parts)
+
+    influxd = Influxd(root / "b-influxd")
+    influxd.start()
+    target = root / "b" / "config"
+    over = {
+        "WR_SERVER_DATABASE_URL": target_url,
+        "WR_SERVER_INFLUX__URL": influxd.url,
+        "WR_SCORES_EXPORT_DIR": str(root / "b" / "exports"),
+        "WR_GATEWAY_DATA_DIR": str(root / "b" / "gw"),
+    }
+    try:
+        # InfluxDB of the target down: refused before anything is written.
+        done = wr(quiet.root, "restore", str(archive), "--config", str(target),
+                  **{**over, "WR_SERVER_INFLUX__URL": dead})  # fmt: skip
+        assert done.returncode == 1 and "start it" in done.stderr, done.stderr
+        assert not target.exists()
+
+        done = wr(quiet.root, "restore", str(archive), "--config", str(target), **over)
+        assert done.returncode == 0, done.stderr
+        assert "kept from the environment: WR_GATEWAY_DATA_DIR" in done.stderr
+        assert pg_rows(target_url) == pg_rows(source_url)
+        assert all_ratings(influxd.url) == all_ratings(quiet.influx_url)
+        assert target_url in (target / "server.env").read_text()
+
+        done = wr(quiet.root, "restore", str(archive), "--config", str(target), **over)
+        assert done.returncode == 3 and "tables" in done.stderr, done.stderr
+        done = wr(quiet.root, "restore", str(archive), "--config", str(target), "--force", **over)
+        assert done.returncode == 0, done.stderr
+        assert pg_rows(target_url) == pg_rows(source_url)
+    finally:
+        influxd.stop()
+
+
+def _manifest(archive: Path) -> dict[str, Any]:
+    """The manifest of an archive."""
+    with tarfile.open(archive) as tar:
+        f = tar.extractfile("manifest.json")
+        assert f is not None
+        return dict(json.loads(f.read()))
+
+
+def test_paths_under_the_old_directory_move_to_the_new_one() -> None:
+    """Relocation rewrites whole path components only, also inside a sqlite URL."""
+    moves = [("/srv/old", "/data/new")]
+    assert move_paths("/srv/old/server/x.db", moves) == "/data/new/server/x.db"
+    assert move_paths("sqlite:////srv/old/server/x.db", moves) == "sqlite:////data/new/server/x.db"
+    assert move_paths('["/srv/old/a", "/srv/old"]', moves) == '["/data/new/a", "/data/new"]'
+    assert move_paths("/srv/older/x", moves) == "/srv/older/x"
+    assert move_paths("/x/srv/old/y", moves) == "/x/srv/old/y"
+
+
+def test_an_archive_with_an_unsafe_path_is_refused(tmp_path: Path) -> None:
+    """A member named `../…` is never written outside the staging directory."""
+    evil = tmp_path / "evil.tar"
+    payload = tmp_path / "payload"
+    payload.write_text("x")
+    with tarfile.open(evil, "w") as tar:
+        tar.add(payload, arcname="../escaped")
+    with pytest.raises(ArchiveError, match="unsafe path"):
+        extract_verified(evil, tmp_path / "staging", lambda _m: None)
+    assert not (tmp_path / "escaped").exists()
