@@ -251,3 +251,32 @@ def device_seqs(client: InfluxClient, hall: str, device: str) -> Iterator[int]:
         f'WHERE "hall" = {literal(hall)} AND "device" = {literal(device)}'
     )
     return (int(row["seq"]) for row in client.rows(q))
+
+
+# --- doctor ---
+
+
+def device_latest_status(client: InfluxClient) -> dict[Key, dict[str, Any]]:
+    """Per (hall, device), its latest status point: time (received, ms), state, device_ts, clock."""
+    q = (
+        f'SELECT "state", "device_ts", "clock_synced" FROM "{MEASUREMENT_STATUS}" '
+        'GROUP BY "hall", "device" ORDER BY time DESC LIMIT 1'
+    )
+    return {
+        (s.tags.get("hall", ""), s.tags.get("device", "")): next(s.rows())
+        for s in client.series(q)
+        if s.values
+    }
+
+
+def device_latest_rating_clock(client: InfluxClient, since: datetime) -> dict[Key, dict[str, Any]]:
+    """Per (hall, device), its latest rating since `since`: time (ms) and clock_synced."""
+    q = (
+        f'SELECT "clock_synced" FROM "{MEASUREMENT_RATING}" WHERE time >= {ns(since)} '
+        'GROUP BY "hall", "device" ORDER BY time DESC LIMIT 1'
+    )
+    return {
+        (s.tags.get("hall", ""), s.tags.get("device", "")): next(s.rows())
+        for s in client.series(q)
+        if s.values
+    }
