@@ -20,7 +20,9 @@ class ScoresSettings(WRSettings):
     export_dir: Path = Field(
         default=Path("var/server/exports"), title="Directory of exports made through the API"
     )
-    export_keep: int = Field(default=50, ge=1, le=10_000, title="Finished export jobs kept in the database")
+    export_keep: int = Field(
+        default=50, ge=1, le=10_000, title="Finished export jobs kept in the database"
+    )
     rollup_interval_s: float = Field(
         default=3600.0, ge=0, title="The server rolls up days this often (0: never, use cron)"
     )
