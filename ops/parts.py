@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import URL, make_url
 
 from ops.archive import walk_files
@@ -155,6 +155,11 @@ def pg_restore(src: Path, url: str, *, clean: bool) -> None:
         raise PartError(f"pg_restore failed: {done.stderr.strip()[-500:]}")
 
 
+# The registry's hall data: an installed hall before its first restore has none (its
+# first admin, service accounts and audit rows are not hall data).
+HALL_DATA_TABLES = ("halls", "devices", "cases")
+
+
 def registry_tables(url: str) -> list[str]:
     """The tables of the registry database now (none when the SQLite file is missing)."""
     path = sqlite_path(url)
@@ -166,6 +171,37 @@ def registry_tables(url: str) -> list[str]:
             return list(inspect(conn).get_table_names())
     finally:
         engine.dispose()
+
+
+def registry_hall_data(url: str) -> dict[str, int]:
+    """Rows of each hall-data table that has any (empty when the registry holds no hall)."""
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        return {}
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            present = set(inspect(conn).get_table_names())
+            counts = {
+                t: int(conn.execute(text(f'SELECT count(*) FROM "{t}"')).scalar_one())
+                for t in HALL_DATA_TABLES
+                if t in present
+            }
+    finally:
+        engine.dispose()
+    return {t: n for t, n in counts.items() if n}
+
+
+def sqlite_rows(path: Path) -> int:
+    """Rows in all tables of a SQLite file (0 when it does not exist)."""
+    if not path.is_file():
+        return 0
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return sum(int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in tables)
+    finally:
+        conn.close()
 
 
 def redact(url: str) -> str:
@@ -219,6 +255,14 @@ def influx_has_database(settings: InfluxSettings) -> bool:
     return settings.database in names
 
 
+def influx_holds_data(settings: InfluxSettings) -> bool:
+    """True when the database exists and holds any measurement."""
+    if not influx_has_database(settings):
+        return False
+    with InfluxClient(settings) as client:
+        return bool(client.series("SHOW MEASUREMENTS LIMIT 1"))
+
+
 def _run_influxd(args: list[str], what: str) -> None:
     """Run `influxd backup|restore …`; raise PartError with its output on failure."""
     done = subprocess.run(
@@ -241,9 +285,12 @@ def influx_backup(settings: InfluxSettings, rpc: str, dst: Path) -> None:
     _run_influxd(args, "backup")
 
 
-def influx_restore(settings: InfluxSettings, rpc: str, src: Path, *, drop: bool) -> None:
-    """`influxd restore -portable` into the influxd at `rpc` (dropping the database first)."""
-    if drop and influx_has_database(settings):
+def influx_restore(settings: InfluxSettings, rpc: str, src: Path) -> None:
+    """`influxd restore -portable` into the influxd at `rpc`, dropping the database first.
+
+    The caller has made sure it holds no data, or was told to replace it (--force).
+    """
+    if influx_has_database(settings):  # empty (made by the installer), or `drop` was given
         with InfluxClient(settings) as client:
             client.query(f'DROP DATABASE "{settings.database}"')
     args = ["restore", "-portable", "-db", settings.database, "-host", rpc, str(src)]

@@ -120,28 +120,40 @@ def env_values(
     return files, sorted(kept)
 
 
-def _findings(loc: Locations, config_src: Path, manifest: dict[str, Any]) -> list[str]:
-    """What the target already holds (each a line naming it)."""
-    found: list[str] = []
-    if loc.config_dir is not None:
-        for rel in parts.tree_files(config_src):
-            there = loc.config_dir / rel.relative_to(config_src)
-            if there.exists():
-                found.append(f"配置 / config: {there} exists")
-    tables = parts.registry_tables(loc.registry_url)
-    if tables:
-        found.append(
-            f"注册库 / registry: {parts.redact(loc.registry_url)} has {len(tables)} tables"
-        )
+def _findings(
+    loc: Locations, config_src: Path, manifest: dict[str, Any]
+) -> tuple[list[str], list[str]]:
+    """What the target holds: hall data (blocks without --force), and files to be replaced.
+
+    An installed hall before its first restore holds no hall data: its config files, CA,
+    migrated registry (first admin, service accounts) and empty InfluxDB database are
+    replaced by the archive's without --force.
+    """
+    data: list[str] = []
+    files: list[str] = []
+    counts = parts.registry_hall_data(loc.registry_url)
+    if counts:
+        rows = ", ".join(f"{n} {t}" for t, n in counts.items())
+        data.append(f"注册库 / registry: {parts.redact(loc.registry_url)} holds {rows}")
+    if parts.influx_holds_data(loc.influx):
+        data.append(f"InfluxDB: database {loc.influx.database!r} at {loc.influx.url} holds data")
     if loc.gateway_dir.is_dir():
-        found += [f"网关 / gateway: {f} exists" for f in sorted(loc.gateway_dir.glob("*.sqlite"))]
-    for name, where in loc.directories().items():
-        files = parts.tree_files(where)
-        if files and _part(manifest, name):
-            found.append(f"{name}: {where} holds {len(files)} files")
-    if parts.influx_has_database(loc.influx):
-        found.append(f"InfluxDB: database {loc.influx.database!r} exists at {loc.influx.url}")
-    return found
+        for f in sorted(loc.gateway_dir.glob("*.sqlite")):
+            if n := parts.sqlite_rows(f):
+                data.append(f"网关 / gateway: {f} holds {n} rows")
+    exports = parts.tree_files(loc.export_dir)
+    if exports and _part(manifest, "exports"):
+        data.append(f"exports: {loc.export_dir} holds {len(exports)} files")
+    if loc.config_dir is not None:
+        for f in parts.tree_files(config_src):
+            there = loc.config_dir / f.relative_to(config_src)
+            if there.exists():
+                files.append(f"配置 / config: {there}")
+    for name in ("pki", "broker-auth"):
+        found = parts.tree_files(loc.directories()[name])
+        if found and _part(manifest, name):
+            files.append(f"{name}: {len(found)} files in {loc.directories()[name]}")
+    return data, files
 
 
 def _part(manifest: dict[str, Any], name: str) -> dict[str, Any] | None:
@@ -175,10 +187,12 @@ def run_restore(
         merged = {k: v for values in files.values() for k, v in values.items()}
         with environment(merged):
             loc = from_environment(target.config_dir)
-        found = _findings(loc, config_src, manifest)
-        if found and not force:
-            raise TargetNotEmptyError(found)
-        _restore_parts(manifest, staging, loc, files, force, influx_rpc, progress)
+        data, replaced = _findings(loc, config_src, manifest)
+        if data and not force:
+            raise TargetNotEmptyError([*data, *(f"(also) {f}" for f in replaced)])
+        for line in replaced:
+            progress(f"  替换 / replacing {line}")
+        _restore_parts(manifest, staging, loc, files, influx_rpc, progress)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return RestoreResult(manifest, loc, kept, time.monotonic() - start)
@@ -189,7 +203,6 @@ def _restore_parts(
     staging: Path,
     loc: Locations,
     env_files: dict[str, dict[str, str]],
-    force: bool,
     influx_rpc: str | None,
     progress: Progress,
 ) -> None:
@@ -201,7 +214,7 @@ def _restore_parts(
         t0 = time.monotonic()
         progress(f"[{i}/{len(todo)}] {name} …")
         src = staging / part["path"] if part.get("path") else None
-        where = _restore_one(name, part, src, loc, env_files, force, influx_rpc)
+        where = _restore_one(name, part, src, loc, env_files, influx_rpc)
         progress(f"[{i}/{len(todo)}] {name} → {where} ({time.monotonic() - t0:.1f} s)")
 
 
@@ -211,7 +224,6 @@ def _restore_one(
     src: Path | None,
     loc: Locations,
     env_files: dict[str, dict[str, str]],
-    force: bool,
     influx_rpc: str | None,
 ) -> str:
     """Restore one part; return where it went."""
@@ -242,7 +254,7 @@ def _restore_one(
                 "the archive holds a PostgreSQL registry but the target's "
                 "WR_SERVER_DATABASE_URL is SQLite: set the postgresql:// URL of an empty database"
             )
-        parts.pg_restore(src, loc.registry_url, clean=force)
+        parts.pg_restore(src, loc.registry_url, clean=bool(parts.registry_tables(loc.registry_url)))
         return parts.redact(loc.registry_url)
     if name == "gateway":
         for f in sorted(src.glob("*.sqlite")):
@@ -251,7 +263,7 @@ def _restore_one(
         return str(loc.gateway_dir)
     if name == "influxdb":
         rpc = parts.influx_rpc(loc.influx, influx_rpc)
-        parts.influx_restore(loc.influx, rpc, src, drop=force)
+        parts.influx_restore(loc.influx, rpc, src)
         return f"{loc.influx.url} ({rpc})"
     where = loc.directories().get(name)
     if where is None:

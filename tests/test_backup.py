@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -32,6 +33,7 @@ from ops.backup import last_backup
 from ops.restore import move_paths
 from server.auth.service import create_user
 from server.db.engine import Database
+from server.db.models import Hall as HallRow
 from tests.support import influx_query, wait_until
 
 KIOSKS = 5
@@ -388,6 +390,14 @@ def test_a_postgresql_registry_goes_through_pg_dump(quiet: Hall, pg: PgCluster) 
     db.upgrade()
     with db.session() as session:
         create_user(session, "admin1", "correct horse battery", "admin")
+        session.add(HallRow(code="h1", name="一号大厅"))
+        session.commit()
+    db.close()
+    # The target as the installer leaves it: migrated registry with its own first admin.
+    db = Database(target_url)
+    db.upgrade()
+    with db.session() as session:
+        create_user(session, "installer-admin", "another horse battery", "admin")
         session.commit()
     db.close()
     config = root / "a" / "config"
@@ -419,7 +429,10 @@ def test_a_postgresql_registry_goes_through_pg_dump(quiet: Hall, pg: PgCluster) 
 
     influxd = Influxd(root / "b-influxd")
     influxd.start()
+    made = httpx.post(f"{influxd.url}/query", params={"q": "CREATE DATABASE windowrate"})
+    assert made.status_code == 200  # the installer made it, empty
     target = root / "b" / "config"
+    write_env_file(target / "server.env", {"WR_SERVER_HOST": "0.0.0.0"})
     over = {
         "WR_SERVER_DATABASE_URL": target_url,
         "WR_SERVER_INFLUX__URL": influxd.url,
@@ -431,17 +444,19 @@ def test_a_postgresql_registry_goes_through_pg_dump(quiet: Hall, pg: PgCluster) 
         done = wr(quiet.root, "restore", str(archive), "--config", str(target),
                   **{**over, "WR_SERVER_INFLUX__URL": dead})  # fmt: skip
         assert done.returncode == 1 and "start it" in done.stderr, done.stderr
-        assert not target.exists()
+        assert "0.0.0.0" in (target / "server.env").read_text()
 
+        # Installed but without hall data: restored without --force, the files replaced.
         done = wr(quiet.root, "restore", str(archive), "--config", str(target), **over)
         assert done.returncode == 0, done.stderr
+        assert "替换 / replacing 配置 / config" in done.stderr
         assert "kept from the environment: WR_GATEWAY_DATA_DIR" in done.stderr
         assert pg_rows(target_url) == pg_rows(source_url)
         assert all_ratings(influxd.url) == all_ratings(quiet.influx_url)
         assert target_url in (target / "server.env").read_text()
 
         done = wr(quiet.root, "restore", str(archive), "--config", str(target), **over)
-        assert done.returncode == 3 and "tables" in done.stderr, done.stderr
+        assert done.returncode == 3 and "1 halls" in done.stderr, done.stderr
         done = wr(quiet.root, "restore", str(archive), "--config", str(target), "--force", **over)
         assert done.returncode == 0, done.stderr
         assert pg_rows(target_url) == pg_rows(source_url)
