@@ -7,6 +7,7 @@ migration 0007 is checked on SQLite and on a real PostgreSQL with 0006 data in i
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -31,7 +32,14 @@ from protocol.messages import RatingEvent
 from server.app import create_app
 from server.auth.service import create_user
 from server.cases.models import Case, WebhookDelivery
-from server.cases.webhook import DELIVERY_HEADER, SIGNATURE_HEADER, pending_deliveries, verify
+from server.cases.webhook import (
+    DELIVERY_HEADER,
+    SIGNATURE_HEADER,
+    WebhookSender,
+    given_up_deliveries,
+    pending_deliveries,
+    verify,
+)
 from server.db.engine import Database, alembic_config, upgrade
 from server.db.models import Base, LoginFailure
 from server.scores.jobs import INTERRUPTED, ExportJobRow
@@ -179,6 +187,8 @@ class Receiver:
         self.posts: list[tuple[str, str, int, bytes, str]] = []  # id, event, case, body, sig
         self.lock = threading.Lock()
         self.on_post: Callable[[str], bool] | None = None  # True: drop the connection unanswered
+        self.status = 204  # the answer; a non-2xx one is not counted as a delivery
+        self.refused = 0
         self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> None:
@@ -191,6 +201,11 @@ class Receiver:
                 delivery = self.headers[DELIVERY_HEADER]
                 if receiver.on_post is not None and receiver.on_post(delivery):
                     self.close_connection = True
+                    return
+                if not 200 <= receiver.status < 300:
+                    receiver.refused += 1
+                    self.send_response(receiver.status)
+                    self.end_headers()
                     return
                 doc = json.loads(body)
                 with receiver.lock:
@@ -337,6 +352,87 @@ def test_a_crash_between_post_and_mark_repeats_the_same_delivery_id(
     srv.stop()
     assert seen[1] == seen[0]  # a receiver drops a repeat by this id
     assert receiver.per_delivery() == Counter({seen[0]: 1})
+
+
+@pytest.fixture
+def outbox_db(tmp_path: Path) -> Iterator[Database]:
+    """A migrated SQLite database for senders run in this process."""
+    db = Database(f"sqlite:///{tmp_path / 'outbox.db'}")
+    db.upgrade()
+    yield db
+    db.close()
+
+
+def _pending(db: Database) -> int:
+    """Rows not delivered yet."""
+    with db.session() as session:
+        return pending_deliveries(session)
+
+
+def test_a_delivery_given_up_is_counted_and_retried_at_the_next_start(
+    outbox_db: Database, receiver: Receiver
+) -> None:
+    """A receiver refusing past the retries: the row is given up, still pending, sent next start."""
+    receiver.status = 500
+    receiver.start()
+    url = f"http://127.0.0.1:{receiver.port}/hook"
+    first = WebhookSender(outbox_db, [url], SECRET, retries=1)
+    first.start()
+    first.send("case.opened", {"case_id": 7}, case_id=7)
+    wait_until(lambda: first.failed == 1, 30, what="the delivery given up")
+    first.stop()
+    assert receiver.refused == 2  # the first try and one retry
+    with outbox_db.session() as session:
+        assert (pending_deliveries(session), given_up_deliveries(session)) == (1, 1)
+    receiver.status = 204
+    second = WebhookSender(outbox_db, [url], SECRET, retries=1)
+    second.start()
+    wait_until(lambda: _pending(outbox_db) == 0, 30, what="the given-up delivery sent")
+    second.stop()
+    assert receiver.per_case("case.opened") == Counter({7: 1})
+    assert second.delivered == 1
+
+
+def test_two_senders_on_one_database_post_each_delivery_once(
+    outbox_db: Database, receiver: Receiver
+) -> None:
+    """Two server processes' senders share the outbox: each row is claimed by one of them."""
+    receiver.start()
+    url = f"http://127.0.0.1:{receiver.port}/hook"
+    a = WebhookSender(outbox_db, [url], None, retries=3)
+    b = WebhookSender(outbox_db, [url], None, retries=3)
+    with outbox_db.session() as session:
+        for case_id in range(1, 41):
+            a.enqueue(session, "case.opened", {"case_id": case_id}, case_id)
+        session.commit()
+    a.start()
+    b.start()
+    wait_until(lambda: _pending(outbox_db) == 0, 60, what="every row sent")
+    a.stop()
+    b.stop()
+    assert len(receiver.per_delivery()) == 40
+    assert set(receiver.per_delivery().values()) == {1}
+    assert a.delivered + b.delivered == 40, (a.delivered, b.delivered)
+
+
+def test_the_sender_survives_a_database_error(
+    outbox_db: Database, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outbox table unreadable for a while: the sender logs it and goes on afterwards."""
+    receiver.start()
+    sender = WebhookSender(outbox_db, [f"http://127.0.0.1:{receiver.port}/hook"], None, 3)
+    sender.start()
+    with outbox_db.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE webhook_outbox RENAME TO webhook_outbox_away"))
+    with caplog.at_level(logging.WARNING, logger="server.cases.webhook"):
+        sender.wake()
+        wait_until(lambda: "webhook outbox unavailable" in caplog.text, 30, what="the error logged")
+    with outbox_db.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE webhook_outbox_away RENAME TO webhook_outbox"))
+    sender.send("case.overdue", {"case_id": 3}, case_id=3)
+    wait_until(lambda: _pending(outbox_db) == 0, 30, what="the delivery after the error")
+    sender.stop()
+    assert receiver.per_case("case.overdue") == Counter({3: 1})
 
 
 def test_export_jobs_survive_a_restart_and_a_killed_one_fails(

@@ -137,6 +137,10 @@ class WebhookSender:
         """Wake the thread once rows are committed."""
         self._wake.set()
 
+    def wake(self) -> None:
+        """Make the thread look for due rows now."""
+        self._wake.set()
+
     def send(self, event_name: str, payload: dict[str, Any], case_id: int | None = None) -> None:
         """Store an event in its own transaction (for events outside a case change)."""
         if not self.urls:
