@@ -24,6 +24,7 @@ PREFIX = "windowrate-backup-"
 SUFFIXES = {"gz": ".tar.gz", "xz": ".tar.xz", "none": ".tar"}
 Compression = Literal["gz", "xz", "none"]
 _CHUNK = 1 << 20
+_PROGRESS_BYTES = 64 << 20
 
 Progress = Callable[[str], None]
 
@@ -61,7 +62,11 @@ class Written:
 
 
 def write_archive(
-    staging: Path, manifest: dict[str, Any], out: Path, compression: Compression
+    staging: Path,
+    manifest: dict[str, Any],
+    out: Path,
+    compression: Compression,
+    progress: Progress = lambda _m: None,
 ) -> Written:
     """Checksum every file of `staging`, add the manifest and SHA256SUMS, tar it to `out`.
 
@@ -83,8 +88,14 @@ def write_archive(
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as raw:
         with tarfile.open(fileobj=raw, mode=mode, format=tarfile.PAX_FORMAT) as tar:
+            total = sum(m["bytes"] for m in manifest["files"].values())
+            done = step = 0
             for name in (SUMS, MANIFEST, *files):
                 tar.add(staging / name, arcname=name, recursive=False)
+                done += manifest["files"].get(name, {}).get("bytes", 0)
+                if done - step >= _PROGRESS_BYTES:
+                    step = done
+                    progress(f"  {done / 1e6:.0f}/{total / 1e6:.0f} MB")
         raw.flush()
         os.fsync(raw.fileno())
     partial.replace(out)
@@ -130,7 +141,7 @@ def extract_verified(archive: Path, dest: Path, progress: Progress) -> dict[str,
     if not archive.is_file():
         raise ArchiveError(f"找不到归档 / no archive at {archive}: give the path of a .tar file")
     hashes: dict[str, str] = {}
-    total = 0
+    total = step = 0
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
@@ -155,8 +166,9 @@ def extract_verified(archive: Path, dest: Path, progress: Progress) -> dict[str,
                 os.chmod(target, member.mode & 0o777)
                 hashes[str(name)] = h.hexdigest()
                 total += member.size
-                if total and member.size > 8 * _CHUNK:
-                    progress(f"  校验 / verified {total / 1e6:.1f} MB")
+                if total - step >= _PROGRESS_BYTES:
+                    step = total
+                    progress(f"  校验 / verified {total / 1e6:.0f} MB")
     except (tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, OSError) as exc:
         raise ArchiveError(
             f"归档无法读取（已损坏？）/ the archive cannot be read (damaged?): {exc}; "

@@ -142,7 +142,7 @@ def run_backup(
             )
         progress("写入归档 / writing the archive …")
         written = write_archive(
-            staging, manifest, _archive_name(out_dir, now, compression), compression
+            staging, manifest, _archive_name(out_dir, now, compression), compression, progress
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
