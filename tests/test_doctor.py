@@ -1,20 +1,35 @@
 """`windowrate doctor --json` on a running stack: all ok, then each caused problem and its fix."""
 
 import json
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from devstack.services import free_port
+from common.installation import Installation
+from common.mqtt import MqttSettings
+from devstack.services import Mosquitto, free_port
 from devstack.stack import DEMO_HALL, Ports, Stack
+from gateway.settings import GatewaySettings
+from ops.doctor import certs, clock, disk, pipeline, upkeep
+from ops.doctor.context import Context
+from ops.doctor.report import Check, Fix, Report
+from ops.doctor.settings import DoctorSettings
 from server.broker import pki
 from server.db.engine import Database
 from server.provisioning import service
+from server.settings import ServerSettings
 from server.settings.provisioning import ProvisioningSettings
 from tests.support import REPO, influx_query, metrics, rating_doc, wait_until
 from tests.test_broker_security import Client
@@ -54,6 +69,26 @@ class Hall:
         self.publish("status", doc)
 
 
+def register(stack: Stack, device: str) -> str:
+    """Register a device of the demo hall as `windowrate device add` does; its password."""
+    db = Database(f"sqlite:///{stack.db_path}")
+    try:
+        with db.session() as session:
+            _acc, password, _made = service.add_device(
+                session, hall=DEMO_HALL, device=device, window="w90"
+            )
+            session.commit()
+            service.sync_broker(
+                session,
+                ProvisioningSettings(
+                    broker_auth_dir=stack.auth_dir, broker_pid_file=stack.pid_file
+                ),
+            )
+    finally:
+        db.close()
+    return password
+
+
 def _ports() -> Ports:
     """Five distinct free ports."""
     ports: list[int] = []
@@ -75,21 +110,7 @@ def hall(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hall]:
         stack = Stack(tmp / "run", _ports())
         try:
             stack.start(kiosks=2, rate=1.0)
-            db = Database(f"sqlite:///{stack.db_path}")
-            try:
-                with db.session() as session:
-                    _acc, password, _made = service.add_device(
-                        session, hall=DEMO_HALL, device=DEVICE, window="w90"
-                    )
-                    session.commit()
-                    service.sync_broker(
-                        session,
-                        ProvisioningSettings(
-                            broker_auth_dir=stack.auth_dir, broker_pid_file=stack.pid_file
-                        ),
-                    )
-            finally:
-                db.close()
+            password = register(stack, DEVICE)
             device = wait_until(
                 lambda: (c := Client(stack.ports.mqtt, DEVICE, password)).accepted and c,
                 10,
@@ -173,8 +194,9 @@ def test_all_ok_on_a_running_stack(hall: Hall) -> None:
 def test_names_each_caused_problem_with_its_fix(
     hall: Hall, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Expiring certificate, unsynced device clock, seq gap, dead letter; then influxd stopped."""
+    """Expiring certificate, unsynced clock, seq gap, dead letter, silent device; influxd down."""
     stack = hall.stack
+    register(stack, "doc-2")  # registered, never heard from
     monkeypatch.setattr(pki, "SERVER_DAYS", 10)
     pki.issue_server_cert(stack.pki, "broker", [stack.host, "localhost"])
     hall.status(clock_synced=False)
@@ -203,6 +225,7 @@ def test_names_each_caused_problem_with_its_fix(
         "devices.clock",
         "pipeline.seq_gaps",
         "pipeline.dead_letters",
+        "devices.offline",
     }
     assert code == 1
     cert = bad["certs.broker"]
@@ -229,9 +252,17 @@ def test_names_each_caused_problem_with_its_fix(
     assert dead["status"] == "fail"
     assert dead["data"]["by_reason"] == {"level_out_of_scale": 1}
     assert "windowrate gateway dead-letters" in dead["fix"]["zh"]
+    offline = bad["devices.offline"]
+    assert offline["status"] == "warn" and offline["data"]["offline"] == [f"{DEMO_HALL}/doc-2"]
 
     # Last, as it blinds the checks that read InfluxDB: they say so rather than fail too.
     stack.influxd.stop()
+    wait_until(
+        lambda: metrics(stack.ports.metrics).get("windowrate_gateway_influx_write_failures_total"),
+        30,
+        interval=0.3,
+        what="the gateway failing to write the kiosks' ratings",
+    )
     code, checks = doctor(stack)
     assert code == 1
     influx = checks["services.influxdb"]
@@ -241,3 +272,142 @@ def test_names_each_caused_problem_with_its_fix(
     for dependent in ("devices.clock", "devices.offline", "pipeline.seq_gaps"):
         assert checks[dependent]["status"] == "unknown", checks[dependent]
         assert "InfluxDB unreachable" in checks[dependent]["value"]
+    lag = checks["pipeline.gateway_lag"]
+    assert lag["status"] == "fail" and "InfluxDB writes failing" in lag["value"], lag
+    assert checks["services.server"]["status"] == "warn"
+    assert "influxdb" in checks["services.server"]["value"]
+
+
+# --- each judgement on its own, against real files and a real broker ---
+
+
+def context(doctor_settings: DoctorSettings | None = None, **server: Any) -> Context:
+    """A doctor context for an installation of the given server settings."""
+    return Context(
+        None, ServerSettings(**server), GatewaySettings(), doctor_settings or DoctorSettings()
+    )
+
+
+def test_broker_queue_reports_dropped_messages(tmp_path: Path) -> None:
+    """A queue overflow for an absent subscriber is a failure, measured from $SYS."""
+    with Mosquitto(tmp_path / "m", max_queued=2, extra_conf="sys_interval 1\n") as broker:
+        assert isinstance(broker, Mosquitto)
+        ctx = context(mqtt=MqttSettings(host=broker.host, port=broker.port))
+        assert pipeline.broker_queue(ctx).status == "ok"
+        away = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="away", protocol=mqtt.MQTTv5)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        away.connect(broker.host, broker.port, clean_start=False, properties=props)
+        away.loop_start()
+        away.subscribe("t/#", qos=1)
+        time.sleep(0.3)
+        away.disconnect()
+        away.loop_stop()
+        pub = Client(broker.port, None, None)
+        for i in range(10):
+            pub.publish("t/x", str(i).encode())
+        pub.close()
+        check = wait_until(
+            lambda: (c := pipeline.broker_queue(ctx)).status == "fail" and c,
+            15,
+            interval=0.5,
+            what="the dropped messages in $SYS",
+        )
+    assert check.data["dropped"] >= 8 and check.data["queued"] >= 2
+    assert check.fix is not None and "max_queued_messages" in check.fix.en
+
+
+def test_certificate_days_left(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """20 days left is a warning; an expired certificate a failure; the CA's 10 years ok."""
+    paths = pki.PkiPaths(tmp_path / "pki")
+    pki.init_ca(paths)
+    monkeypatch.setattr(pki, "SERVER_DAYS", 20)
+    pki.issue_server_cert(paths, "broker", ["127.0.0.1"])
+    ctx = context(provisioning=ProvisioningSettings(ca_file=paths.ca_cert))
+    ca, broker = certs.run(ctx)
+    assert ca.status == "ok" and broker.status == "warn"
+    ctx.now += timedelta(days=21)
+    _ca, expired = certs.run(ctx)
+    assert expired.status == "fail" and expired.fix is not None
+    assert "已过期" in expired.fix.zh and "has expired" in expired.fix.en
+
+
+def test_disk_space_and_influx_growth(tmp_path: Path) -> None:
+    """Free space below the thresholds; days until full from the state file's samples."""
+    warn = context(DoctorSettings(disk_warn_free_pct=100))
+    assert disk.space(warn, "data", tmp_path).status == "warn"
+    failing = context(DoctorSettings(disk_warn_free_pct=100, disk_fail_free_pct=100))
+    assert disk.space(failing, "data", tmp_path).status == "fail"
+    state = tmp_path / "doctor-state.json"
+    ctx = context(DoctorSettings(state_file=state))
+    first = disk.growth(ctx, 10 * 2**20, free=None)  # first sample: no rate yet
+    assert first.status == "ok" and "bytes_per_day" not in first.data
+    two_days_ago = ctx.now.timestamp() - 2 * 86400
+    state.write_text(json.dumps({"influx_bytes": [[two_days_ago, 0]]}))
+    gib = 2**30
+    full_soon = disk.growth(ctx, 2 * gib, free=10 * gib)  # 1 GiB a day, 10 GiB free
+    assert full_soon.status == "fail" and full_soon.data["days_left"] == 10
+    state.write_text(json.dumps({"influx_bytes": [[two_days_ago, 0]]}))
+    assert disk.growth(ctx, 2 * gib, free=30 * gib).status == "warn"
+    assert len(json.loads(state.read_text())["influx_bytes"]) == 2
+
+
+def test_server_clock_from_timedatectl_then_chrony(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NTPSynchronized=no fails; without systemd, chrony's leap status decides."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    def tool(name: str, text: str, code: int = 0) -> None:
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\ncat <<'EOF'\n{text}\nEOF\nexit {code}\n")
+        path.chmod(0o755)
+
+    tool("timedatectl", "NTPSynchronized=no")
+    (check,) = clock.run(context())
+    assert check.status == "fail" and check.fix is not None and "chrony" in check.fix.en
+    tool("timedatectl", "System has not been booted with systemd", 1)
+    tool("chronyc", "Leap status     : Not synchronised\nSystem time     : 0.0 seconds")
+    (check,) = clock.run(context())
+    assert check.status == "fail" and "not synchronised" in check.value
+    tool("chronyc", "Leap status     : Normal\nSystem time     : 0.000012 seconds fast")
+    (check,) = clock.run(context())
+    assert check.status == "ok" and "0.000012 seconds fast" in check.value
+
+
+def test_backup_age_and_pending_webhooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No backup on an installed hall warns, a week-old one fails; a webhook pile-up warns."""
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    db = Database(url)
+    db.upgrade()
+    db.close()
+    ctx = context(database_url=url)
+    ctx.installation = Installation(tmp_path, "test")
+    assert upkeep.backup(ctx).status == "warn"  # nothing in tmp_path: no backup yet
+    for hours, status in {1: "ok", 48: "warn", 24 * 8: "fail"}.items():
+        when = ctx.now - timedelta(hours=hours)
+        monkeypatch.setattr("ops.backup.last_backup", lambda _config, when=when: when)
+        assert upkeep.backup(ctx).status == status, hours
+    assert upkeep.webhooks(ctx).status == "ok"
+    monkeypatch.setattr("server.cases.webhook.pending_deliveries", lambda _session: 150)
+    check = upkeep.webhooks(ctx)
+    assert check.status == "warn" and check.data["pending"] == 150
+
+
+def test_table_groups_by_part_and_strict_counts_warnings() -> None:
+    """The text table: parts as headings, each fix under its problem; --strict exit codes."""
+    report = Report(
+        "/etc/windowrate (installed hall)",
+        [
+            Check("services", "influxdb", "ok", "up"),
+            Check("upkeep", "backup", "warn", "no backup yet", Fix("做备份", "make a backup")),
+        ],
+    )
+    text = report.table("both")
+    assert "服务与端口 · services and ports" in text and "维护 · upkeep" in text
+    assert "→ 做备份 / make a backup" in text
+    assert "→ make a backup" in report.table("en") and "做备份" not in report.table("en")
+    assert report.exit_code() == 0 and report.exit_code(strict=True) == 1
+    assert report.as_json()["ok"] is False

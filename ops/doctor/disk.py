@@ -36,6 +36,12 @@ def data_dirs(ctx: Context, influx_dir: Path | None) -> dict[str, Path]:
         dirs["registry"] = Path(url.removeprefix("sqlite:///")).resolve().parent
     if influx_dir is not None:
         dirs["influxdb"] = influx_dir
+    try:
+        from server.scores.settings import ScoresSettings
+
+        dirs["exports"] = ScoresSettings().export_dir.resolve()
+    except ValueError:  # invalid scores settings: the export check of `windowrate export` says
+        pass
     broker = ctx.run_dir / "mosquitto" if ctx.run_dir else Path("/var/lib/mosquitto")
     if broker.exists():
         dirs["broker"] = broker

@@ -26,8 +26,9 @@ def backup(ctx: Context) -> Check:
     last_backup = _lazy("ops.backup", "last_backup")
     if last_backup is None:
         return Check(PART, "backup", "unknown", "no backup yet (this version cannot back up)")
-    config = ctx.installation.config_dir if ctx.installation is not None else None
-    last = last_backup(config)
+    if ctx.installation is None:
+        return Check(PART, "backup", "unknown", "no installation directory to read backups from")
+    last = last_backup(ctx.installation.config_dir)
     zh = "运行 windowrate backup --out <备份目录>，并确认备份定时器已启用（systemctl list-timers）"
     en = (
         "run `windowrate backup --out <dir>` and make sure the backup timer is on "
