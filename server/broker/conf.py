@@ -27,6 +27,7 @@ class BrokerConf(BaseModel):
     log_file: Path | None = Field(default=None, title="Log file (none: syslog via stderr)")
     max_queued: int = Field(default=2_000_000, ge=1000, title="Queued QoS 1 messages per client")
     user: str = Field(default="mosquitto", title="User the broker drops to (reads passwd/acl)")
+    pid_file: Path | None = Field(default=None, title="Pid file (the server's SIGHUP after changes)")
     uplink: UplinkSettings | None = Field(default=None, title="Hall broker: its uplink")
 
 
@@ -38,6 +39,8 @@ def render(c: BrokerConf) -> str:
         f"user {c.user}",
         f"listener {c.plain_port} 127.0.0.1",
         f"listener {c.tls_port} {c.tls_bind}",
+        # Devices (TLS): the client id is the user name, so no one takes over another's session.
+        "use_username_as_clientid true",
         f"cafile {c.pki_dir / 'ca.crt'}",
         f"certfile {c.pki_dir / 'broker.crt'}",
         f"keyfile {c.pki_dir / 'broker.key'}",
@@ -59,6 +62,8 @@ def render(c: BrokerConf) -> str:
         "log_type notice",
         "connection_messages true",
     ]
+    if c.pid_file is not None:
+        lines.append(f"pid_file {c.pid_file}")
     text = "\n".join(lines) + "\n"
     if c.uplink is not None:
         text += uplink_conf(c.uplink)
