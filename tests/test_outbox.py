@@ -3,10 +3,12 @@
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,10 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from common.mqtt import MqttSettings
+from devstack.services import Mosquitto
 from kiosk.core.clock import Clock, SystemClock, resolve_ts
-from kiosk.core.outbox import Outbox, PressTime
+from kiosk.core.outbox import WAL_SIZE_LIMIT, Outbox, PressTime
 from kiosk.core.recorder import Identity, Recorder, build_event
-from protocol.messages import RatingEvent
+from kiosk.core.terminal import Terminal, TerminalSpec
+from protocol.messages import DeviceConfig, RatingEvent
+from tests.support import raw_client, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 WALL_2025 = 1_763_880_000_000  # 2025-11-23, a plausible synced wall time
@@ -429,3 +435,61 @@ def test_recorder_event_is_committed(outbox: Outbox) -> None:
     assert json.loads(row.payload)["staff"] == "0457"
     assert len(calls) == 1
     assert outbox.last_seq() == 0  # events do not consume rating seqs
+
+
+# --------------------------------------------------------------------------- size on an SD card
+
+WAL_BOUND = WAL_SIZE_LIMIT + 64 * 4096  # the limit plus one burst of pages before a checkpoint
+ROW_BOUND = 1024  # bytes of database per row present (draft, index, page slack)
+IDLE_BOUND = 256 * 1024  # database + WAL once everything is delivered and purged
+
+
+def test_outbox_files_stay_small_over_20000_presses_with_delivery(broker: Mosquitto) -> None:
+    """20,000 presses published to a real broker: the WAL never passes its limit (+ one burst),
+    the database never holds more than ~1 KiB per row present, and once all is delivered and
+    past the resend window, database + WAL are back under 256 KiB (freed pages returned)."""
+    presses = 20_000
+    shm = Path(tempfile.mkdtemp(prefix="wr-outbox-size-", dir="/dev/shm"))  # fsync is free here
+    got: set[bytes] = set()
+    sub = raw_client(broker.port, "size-subscriber")
+    sub.on_message = lambda _c, _u, m: got.add(m.payload)
+    sub.subscribe(f"wr/v1/{IDENT.hall}/{IDENT.device}/rating", 1)
+    spec = TerminalSpec(
+        hall=IDENT.hall,
+        device=IDENT.device,
+        data_dir=shm,
+        mqtt=MqttSettings(port=broker.port),
+        config=DeviceConfig(window="a12", repeat_interval_s=0),
+        trust_wall_clock=True,
+    )
+    term = Terminal(spec, thanks_s=0.0, asks_reasons=False)
+    term.publisher.resend_window_s = 2.0  # 60 s in production: ≤ 30 rows at a kiosk's pace
+    term.publisher.purge_interval_s = 0.5
+    wal = term.outbox_path.with_name(term.outbox_path.name + "-wal")
+    worst: dict[str, float] = {"wal": 0, "db_per_row": 0, "rows": 0, "total": 0}
+    try:
+        term.start(tick_s=None)
+        time.sleep(0.3)
+        for i in range(presses):
+            assert term.press(1 + i % 5, "touch").accepted
+            term.session.tick()
+            if i % 250 == 0:
+                with term.outbox._lock:
+                    (rows,) = term.outbox._db.execute("SELECT count(*) FROM rating").fetchone()
+                db_bytes = term.outbox.path.stat().st_size
+                worst["wal"] = max(worst["wal"], wal.stat().st_size if wal.exists() else 0)
+                worst["rows"] = max(worst["rows"], rows)
+                worst["total"] = max(worst["total"], term.outbox.file_bytes())
+                if rows > 100:
+                    worst["db_per_row"] = max(worst["db_per_row"], db_bytes / rows)
+        assert term.publisher.wait_drained(120)
+        wait_until(lambda: term.outbox.file_bytes() <= IDLE_BOUND, 20, 0.2, "purged and shrunk")
+    finally:
+        term.stop()
+        sub.disconnect()
+        sub.loop_stop()
+        shutil.rmtree(shm, ignore_errors=True)
+    print(f"outbox over {presses} presses: {worst}")  # shown with -s
+    assert len(got) == presses
+    assert worst["wal"] <= WAL_BOUND, worst
+    assert worst["db_per_row"] <= ROW_BOUND, worst

@@ -30,6 +30,7 @@ RESERVE_BYTES = 2 * 1024 * 1024
 RESERVE_FILE = "outbox.reserve"
 WAL_AUTOCHECKPOINT_PAGES = 256  # 1 MiB of 4 KiB pages
 WAL_SIZE_LIMIT = 1024 * 1024  # the WAL is cut back to this after a checkpoint
+VACUUM_FREE_PAGES = 32  # free pages (128 KiB) before they are given back to the file system
 _STORAGE_RECHECK_S = 1.0
 
 _SCHEMA = """
@@ -117,6 +118,7 @@ class Outbox:
         self.reserve_bytes = reserve_bytes
         self.reserve_path = self.path.parent / RESERVE_FILE
         self._lock = threading.Lock()
+        self._space_lock = threading.Lock()
         self._full = False
         self._checked = 0.0
         try:
@@ -166,7 +168,12 @@ class Outbox:
         now = time.monotonic()
         if not force and now - self._checked < _STORAGE_RECHECK_S:
             return self._full
-        self._checked = now
+        with self._space_lock:  # the UI, the session's ticker and the publisher all ask
+            self._checked = now
+            return self._check_storage()
+
+    def _check_storage(self) -> bool:
+        """Read the free space, keep the reserve and note the state (holding _space_lock)."""
         try:
             free = self.free_bytes()
         except OSError as exc:
@@ -238,7 +245,10 @@ class Outbox:
         """Copy the WAL into the database, truncate it and return free pages to the disk."""
         with self._lock:
             try:
-                self._db.execute("PRAGMA incremental_vacuum")
+                (free_pages,) = self._db.execute("PRAGMA freelist_count").fetchone()
+                if free_pages >= VACUUM_FREE_PAGES:  # not at every purge: less churn on the card
+                    # execute() would free one page only: sqlite3_exec runs the pragma to its end.
+                    self._db.executescript("PRAGMA incremental_vacuum;")
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             except sqlite3.OperationalError as exc:
                 if not _is_full(exc):
