@@ -277,6 +277,29 @@ def test_names_each_caused_problem_with_its_fix(
     assert checks["services.server"]["status"] == "warn"
     assert "influxdb" in checks["services.server"]["value"]
 
+    # The broker, then the gateway: each named with how to restart it.
+    stack.mosquitto.stop()
+    wait_until(
+        lambda: metrics(stack.ports.metrics).get("windowrate_gateway_mqtt_connected") == 0,
+        30,
+        interval=0.3,
+        what="the gateway seeing the broker gone",
+    )
+    _code, checks = doctor(stack)
+    for name in ("services.broker", "services.broker_tls"):
+        assert checks[name]["status"] == "fail", checks[name]
+        assert "restart `windowrate up`" in checks[name]["fix"]["en"]
+    lag = checks["pipeline.gateway_lag"]
+    assert lag["status"] == "fail" and "not connected" in lag["fix"]["en"], lag
+    gateway = stack.children["gateway"]
+    gateway.terminate()
+    gateway.wait(20)
+    _code, checks = doctor(stack)
+    assert checks["services.gateway"]["status"] == "fail"
+    assert "gateway.log" in checks["services.gateway"]["fix"]["en"]
+    assert checks["pipeline.gateway_lag"]["status"] == "unknown"
+    stack.mosquitto.start()  # the kiosks and the server then stop at once, not after 20 s
+
 
 # --- each judgement on its own, against real files and a real broker ---
 
