@@ -6,6 +6,8 @@ later InfluxDB snapshot holds it; every id in the gateway's id cache was stored 
 cache was copied, so InfluxDB holds it too.
 """
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -13,7 +15,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -27,6 +29,8 @@ from ops.locations import STATE_FILE, Locations
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+STAGING_PREFIX = ".windowrate-backup-"
+LOCK_FILE = ".windowrate-backup.lock"
 
 CONSISTENCY = {
     "registry": "one snapshot: SQLite online backup in one step, or pg_dump",
@@ -106,52 +110,83 @@ def run_backup(
     start = time.monotonic()
     now = datetime.now(UTC)
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".windowrate-backup-", dir=out_dir))
-    try:
-        manifest: dict[str, Any] = {
-            "format": FORMAT,
-            "version": VERSION,
-            "created": now.isoformat(timespec="seconds"),
-            "windowrate": _version(),
-            "hostname": socket.gethostname(),
-            "installation": installation,
-            "influx_database": loc.influx.database,
-            "parts": [],
-        }
-        steps = _steps(loc, staging, influx_rpc)
-        for i, (name, kind, source, owner, run) in enumerate(steps, 1):
-            t0 = time.monotonic()
-            progress(f"[{i}/{len(steps)}] {name} ({source}) …")
-            rel = run()
-            files, size = _size(staging / rel) if rel else (0, 0)
-            progress(
-                f"[{i}/{len(steps)}] {name}: {files} 个文件 / files, {size / 1e6:.1f} MB, "
-                f"{time.monotonic() - t0:.1f} s"
-            )
-            manifest["parts"].append(
-                {
-                    "name": name,
-                    "kind": kind,
-                    "source": source,
-                    "path": rel,
-                    "files": files,
-                    "bytes": size,
-                    "owner": owner,
-                    "consistency": CONSISTENCY.get(name, CONSISTENCY["files"]),
-                }
-            )
-        progress("写入归档 / writing the archive …")
-        written = write_archive(
-            staging, manifest, _archive_name(out_dir, now, compression), compression, progress
-        )
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    removed = prune(out_dir, keep) if keep else []
+    with _exclusive(out_dir):
+        _remove_leftovers(out_dir)
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
+        try:
+            manifest = _manifest(loc, installation, now)
+            steps = _steps(loc, staging, influx_rpc)
+            for i, (name, kind, source, owner, run) in enumerate(steps, 1):
+                t0 = time.monotonic()
+                progress(f"[{i}/{len(steps)}] {name} ({source}) …")
+                rel = run()
+                files, size = _size(staging / rel) if rel else (0, 0)
+                progress(
+                    f"[{i}/{len(steps)}] {name}: {files} 个文件 / files, {size / 1e6:.1f} MB, "
+                    f"{time.monotonic() - t0:.1f} s"
+                )
+                manifest["parts"].append(
+                    {
+                        "name": name,
+                        "kind": kind,
+                        "source": source,
+                        "path": rel,
+                        "files": files,
+                        "bytes": size,
+                        "owner": owner,
+                        "consistency": CONSISTENCY.get(name, CONSISTENCY["files"]),
+                    }
+                )
+            progress("写入归档 / writing the archive …")
+            out = _archive_name(out_dir, now, compression)
+            written = write_archive(staging, manifest, out, compression, progress)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        removed = prune(out_dir, keep) if keep else []
     if loc.config_dir is not None:
         record_success(loc.config_dir, written.path, written.bytes, now)
-    return BackupResult(
-        written.path, written.bytes, written.files, time.monotonic() - start, removed
-    )
+    seconds = time.monotonic() - start
+    return BackupResult(written.path, written.bytes, written.files, seconds, removed)
+
+
+def _manifest(loc: Locations, installation: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The manifest's head; parts and files are added as they are made."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "created": now.isoformat(timespec="seconds"),
+        "windowrate": _version(),
+        "hostname": socket.gethostname(),
+        "installation": installation,
+        "influx_database": loc.influx.database,
+        "parts": [],
+    }
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path) -> Iterator[None]:
+    """Hold the lock of `out_dir` (one backup at a time into it) or raise PartError."""
+    fd = os.open(out_dir / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise parts.PartError(
+                f"另一个备份正在写入 / another backup is writing into {out_dir} now: "
+                "wait for it to finish"
+            ) from exc
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Remove what a killed backup left in `out_dir` (its staging dir, a .partial archive)."""
+    for p in out_dir.iterdir():
+        if p.name.startswith(STAGING_PREFIX) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.startswith(PREFIX) and p.name.endswith(".partial"):
+            p.unlink()
 
 
 StepRun = Callable[[], str | None]

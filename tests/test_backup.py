@@ -4,6 +4,7 @@ fresh directories is identical (ratings, registry with cases, dead letters, the 
 byte); a non-empty target and a damaged archive are refused.
 """
 
+import fcntl
 import json
 import os
 import shutil
@@ -29,11 +30,14 @@ from devstack.postgres import PgCluster, postgres_bindir
 from devstack.services import Influxd, free_port
 from devstack.stack import DEMO_HALL, Ports, Stack
 from ops.archive import ArchiveError, extract_verified
-from ops.backup import last_backup
+from ops.backup import last_backup, run_backup
+from ops.locations import Locations
+from ops.parts import PartError
 from ops.restore import move_paths
 from server.auth.service import create_user
 from server.db.engine import Database
 from server.db.models import Hall as HallRow
+from storage.client import InfluxSettings
 from tests.support import influx_query, wait_until
 
 KIOSKS = 5
@@ -279,7 +283,7 @@ def test_a_quiet_hall_restored_onto_fresh_directories_is_identical(quiet: Hall) 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "removed 1 older" in done.stdout
-    (archive,) = hall.backups.iterdir()  # --keep 1 pruned the first one
+    (archive,) = hall.backups.glob("windowrate-backup-*")  # --keep 1 pruned the first one
     assert archive.name.endswith(".tar")
     assert archive.stat().st_mode & 0o077 == 0  # it holds keys and passwords
 
@@ -417,12 +421,12 @@ def test_a_postgresql_registry_goes_through_pg_dump(quiet: Hall, pg: PgCluster) 
     done = wr(quiet.root, "backup", "--config", str(config), "--out", str(out),
               WR_SERVER_INFLUX__URL=dead)  # fmt: skip
     assert done.returncode == 1 and "备份失败" in done.stderr and "start it" in done.stderr
-    assert list(out.iterdir()) == []
+    assert [p.name for p in out.iterdir()] == [".windowrate-backup.lock"]
     assert last_backup(config) is None
 
     done = wr(quiet.root, "backup", "--config", str(config), "--out", str(out))
     assert done.returncode == 0, done.stderr
-    (archive,) = out.iterdir()
+    (archive,) = out.glob("windowrate-backup-*")
     manifest_parts = _manifest(archive)["parts"]
     registry = next(p for p in manifest_parts if p["name"] == "registry")
     assert registry["kind"] == "postgresql" and "correct horse" not in json.dumps(manifest_parts)
@@ -492,3 +496,27 @@ def test_an_archive_with_an_unsafe_path_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match="unsafe path"):
         extract_verified(evil, tmp_path / "staging", lambda _m: None)
     assert not (tmp_path / "escaped").exists()
+
+
+def test_one_backup_at_a_time_and_leftovers_of_a_killed_one_go(tmp_path: Path) -> None:
+    """A second backup into the same directory is refused; a killed one's debris is removed."""
+    out = tmp_path / "out"
+    out.mkdir()
+    loc = Locations(
+        config_dir=None,
+        registry_url=f"sqlite:///{tmp_path / 'missing.db'}",
+        gateway_dir=tmp_path / "gw",
+        pki_dir=None,
+        broker_auth_dir=None,
+        export_dir=tmp_path / "exports",
+        influx=InfluxSettings(url=f"http://127.0.0.1:{free_port()}"),
+    )
+    with (out / ".windowrate-backup.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(PartError, match="another backup"):
+            run_backup(loc, out, installation={})
+    (out / ".windowrate-backup-killed").mkdir()
+    (out / "windowrate-backup-20260101T000000Z.tar.gz.partial").write_bytes(b"half")
+    with pytest.raises(PartError, match=r"registry .* does not exist"):
+        run_backup(loc, out, installation={})
+    assert sorted(p.name for p in out.iterdir()) == [".windowrate-backup.lock"]
