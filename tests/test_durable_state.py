@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from server.auth.service import create_user
 from server.cases.models import Case, WebhookDelivery
 from server.cases.webhook import (
     DELIVERY_HEADER,
+    KEEP_DELIVERED,
     SIGNATURE_HEADER,
     WebhookSender,
     given_up_deliveries,
@@ -41,7 +43,7 @@ from server.cases.webhook import (
     verify,
 )
 from server.db.engine import Database, alembic_config, upgrade
-from server.db.models import Base, LoginFailure
+from server.db.models import Base, LoginFailure, utcnow
 from server.scores.jobs import INTERRUPTED, ExportJobRow
 from storage.lineproto import rating_line
 from tests.support import CHILDREN, REPO, rating_doc, wait_until
@@ -391,6 +393,27 @@ def test_a_delivery_given_up_is_counted_and_retried_at_the_next_start(
     second.stop()
     assert receiver.per_case("case.opened") == Counter({7: 1})
     assert second.delivered == 1
+
+
+def test_delivered_rows_are_kept_for_30_days(outbox_db: Database) -> None:
+    """The sender's start deletes rows delivered more than KEEP_DELIVERED ago, only those."""
+    now = utcnow()
+    with outbox_db.session() as session:
+        for age in (KEEP_DELIVERED + timedelta(hours=1), KEEP_DELIVERED - timedelta(hours=1)):
+            session.add(
+                WebhookDelivery(
+                    delivery_id=str(age), event="case.opened", case_id=1, url="http://x/",
+                    body="{}", created=now - age, attempts=1, next_attempt=now - age,
+                    delivered=now - age, last_error="",
+                )
+            )  # fmt: skip
+        session.commit()
+    sender = WebhookSender(outbox_db, [], None, 3)
+    sender.start()
+    sender.stop()
+    with outbox_db.session() as session:
+        left = session.scalars(select(WebhookDelivery.delivery_id)).all()
+    assert left == [str(KEEP_DELIVERED - timedelta(hours=1))]
 
 
 def test_two_senders_on_one_database_post_each_delivery_once(

@@ -21,6 +21,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -44,7 +45,8 @@ DELIVERY_HEADER = "X-WindowRate-Delivery"
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 60.0
 BATCH = 100  # rows read per pass
-KEEP_DELIVERED = timedelta(days=30)  # delivered rows older than this are deleted at start
+KEEP_DELIVERED = timedelta(days=30)  # delivered rows older than this are deleted
+PRUNE_EVERY_S = 3600.0  # … at start and this often
 IDLE_S = 60.0  # longest sleep between passes when nothing is due
 
 
@@ -109,6 +111,7 @@ class WebhookSender:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pruned = time.monotonic()
         self.delivered = 0
         self.failed = 0
 
@@ -154,10 +157,8 @@ class WebhookSender:
         if self._thread is not None:
             return
         now = utcnow()
+        self._prune()
         with self.db.session() as session:
-            session.execute(
-                delete(WebhookDelivery).where(WebhookDelivery.delivered < now - KEEP_DELIVERED)
-            )
             revived = session.execute(
                 update(WebhookDelivery)
                 .where(_undelivered())
@@ -171,6 +172,15 @@ class WebhookSender:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="case-webhook", daemon=True)
         self._thread.start()
+
+    def _prune(self) -> None:
+        """Delete the rows delivered more than KEEP_DELIVERED ago."""
+        self._pruned = time.monotonic()
+        with self.db.session() as session:
+            session.execute(
+                delete(WebhookDelivery).where(WebhookDelivery.delivered < utcnow() - KEEP_DELIVERED)
+            )
+            session.commit()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread; undelivered rows stay in the table for the next start."""
@@ -255,6 +265,8 @@ class WebhookSender:
 
     def _pass(self, http: httpx.Client) -> float:
         """Send every due row; return the seconds until the next one is due."""
+        if time.monotonic() - self._pruned >= PRUNE_EVERY_S:
+            self._prune()
         now = utcnow()
         with self.db.session() as session:
             due = session.scalars(
