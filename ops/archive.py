@@ -5,10 +5,12 @@ the manifest lists each part and each file with its size and checksum. Reading v
 every byte against both before anything is restored.
 """
 
+import grp
 import hashlib
 import json
 import lzma
 import os
+import pwd
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -107,6 +109,16 @@ def write_archive(
     return Written(out, out.stat().st_size, len(files) + 2)
 
 
+def _chown(path: Path, user: str, group: str) -> None:
+    """Give a file its owner by name, as the archive recorded it, when that user exists here."""
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+        gid = grp.getgrnam(group).gr_gid if group else -1
+    except KeyError:
+        return  # restored as root; the part's directory owner still applies
+    os.chown(path, uid, gid)
+
+
 def _safe_name(name: str) -> PurePosixPath:
     """Return a member name as a relative path; refuse absolute paths and `..`."""
     p = PurePosixPath(name)
@@ -164,6 +176,8 @@ def extract_verified(archive: Path, dest: Path, progress: Progress) -> dict[str,
                         h.update(chunk)
                         out.write(chunk)
                 os.chmod(target, member.mode & 0o777)
+                if os.geteuid() == 0 and member.uname:
+                    _chown(target, member.uname, member.gname)
                 hashes[str(name)] = h.hexdigest()
                 total += member.size
                 if total - step >= _PROGRESS_BYTES:

@@ -51,8 +51,12 @@ def owner_of(path: Path) -> dict[str, str]:
 
 
 def give_back(root: Path, owner: dict[str, str] | None) -> None:
-    """As root, chown `root` (recursively) to the recorded owner when that user exists here."""
-    if owner is None or os.geteuid() != 0 or not root.exists():
+    """As root, chown a restored part's directory to its recorded owner (by name).
+
+    Its files carry their own owners (kept in the archive's tar headers); a directory the
+    restore had to create would otherwise belong to root and the service could not write.
+    """
+    if owner is None or os.geteuid() != 0 or not root.is_dir():
         return
     try:
         uid = pwd.getpwnam(owner["user"]).pw_uid
@@ -60,9 +64,22 @@ def give_back(root: Path, owner: dict[str, str] | None) -> None:
     except KeyError:
         log.warning("owner %s:%s of %s not on this machine", owner["user"], owner["group"], root)
         return
-    paths = [root] if root.is_file() else [root, *(root / p for p in walk_files(root))]
-    for p in paths:
-        os.chown(p, uid, gid)
+    os.chown(root, uid, gid)
+
+
+def make_dirs(directory: Path, like: Path) -> None:
+    """Create `directory` and its missing parents, each owned (as root) like the file `like`."""
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    for d in reversed(missing):
+        d.mkdir(exist_ok=True)
+        same_owner(like, d)
+
+
+def same_owner(src: Path, dst: Path) -> None:
+    """As root, give `dst` the owner and group of `src` (copies are root's otherwise)."""
+    if os.geteuid() == 0:
+        st = src.stat()
+        os.chown(dst, st.st_uid, st.st_gid)
 
 
 # --- SQLite ---
@@ -83,17 +100,19 @@ def sqlite_backup(src: Path, dst: Path) -> None:
             target.close()
     finally:
         source.close()
+    same_owner(src, dst)
 
 
 def sqlite_restore(src: Path, dst: Path) -> None:
     """Put a backed-up SQLite file at `dst` (replacing it and its stale WAL), fsynced."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dst.parent, src)
     for suffix in SQLITE_SUFFIXES:  # a stale WAL would be replayed into the restored file
         with contextlib.suppress(FileNotFoundError):
             Path(f"{dst}{suffix}").unlink()
     tmp = dst.with_name(f".{dst.name}.restoring")
     shutil.copyfile(src, tmp)
     os.chmod(tmp, 0o600)
+    same_owner(src, tmp)
     with tmp.open("rb") as f:
         os.fsync(f.fileno())
     tmp.replace(dst)
@@ -311,6 +330,7 @@ def copy_tree(src: Path, dst: Path, skip: list[Path]) -> int:
         target = dst / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / rel, target)
+        same_owner(src / rel, target)
         count += 1
     return count
 
@@ -320,9 +340,10 @@ def restore_tree(src: Path, dst: Path) -> int:
     count = 0
     for rel in walk_files(src):
         target = dst / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(target.parent, src / rel)
         tmp = target.with_name(f".{target.name}.restoring")
         shutil.copy2(src / rel, tmp)
+        same_owner(src / rel, tmp)
         tmp.replace(target)
         count += 1
     return count

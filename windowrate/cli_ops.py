@@ -5,6 +5,7 @@ Exit codes: 0 done; 1 a part failed (nothing half-written: no archive, or see th
 """
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Literal
 
@@ -93,7 +94,7 @@ def backup_command(
             influx_rpc=influx_rpc,
             progress=_progress,
         )
-    except (PartError, OSError) as exc:
+    except (PartError, OSError, sqlite3.Error, ValueError) as exc:
         raise click.ClickException(
             f"备份失败，未写入归档 / backup failed, no archive written: {exc}"
         ) from exc
@@ -164,7 +165,7 @@ def restore_command(
             "请在空机器上恢复，或加 --force 替换这些内容 / restore onto an empty machine, "
             "or add --force to replace them"
         ) from exc
-    except (PartError, OSError, ValueError) as exc:
+    except (PartError, OSError, sqlite3.Error, ValueError) as exc:
         raise click.ClickException(
             f"恢复失败 / restore failed: {exc}; fix it and run restore again with --force"
         ) from exc
