@@ -46,6 +46,11 @@ class GatewayMetrics:
         self.influx_up = Gauge(
             "windowrate_gateway_influx_up", "1 if the last InfluxDB write succeeded", registry=r
         )
+        self.last_write = Gauge(
+            "windowrate_gateway_last_write_timestamp_seconds",
+            "Unix time of the last batch InfluxDB accepted (0 before the first)",
+            registry=r,
+        )
         self.mqtt_connected = Gauge(
             "windowrate_gateway_mqtt_connected", "1 while connected to the broker", registry=r
         )

@@ -392,6 +392,7 @@ class Gateway:
                 )
                 self.metrics.batch_seconds.observe(time.perf_counter() - started)
                 self.metrics.influx_up.set(1)
+                self.metrics.last_write.set_to_current_time()
             except InfluxRejectedError as exc:
                 if len(part) == 1:
                     _line, m = part[0]

@@ -139,8 +139,7 @@ def last_write_age(ctx: Context) -> float | None:
 def gateway_lag(ctx: Context) -> list[Check]:
     """Per gateway: connected, messages received and not yet acknowledged, and progress."""
     out = []
-    age = last_write_age(ctx)
-    tail = "" if age is None else f"; last status stored {age:.0f} s ago"
+    status_age = last_write_age(ctx)
     for i, (url, text) in enumerate(ctx.metrics.items()):
         name = "gateway_lag" if i == 0 else f"gateway{i + 1}_lag"
         if text is None:
@@ -152,6 +151,12 @@ def gateway_lag(ctx: Context) -> list[Check]:
         connected = _one(first, "windowrate_gateway_mqtt_connected")
         failures = _one(first, "windowrate_gateway_influx_write_failures_total")
         influx_up = _one(first, "windowrate_gateway_influx_up")
+        # The gateway's own clock of its last accepted write; older gateways lack it: then
+        # the newest device status stored stands in.
+        written_at = _one(first, "windowrate_gateway_last_write_timestamp_seconds")
+        age = ctx.now.timestamp() - written_at if written_at else status_age
+        what = "last write" if written_at else "last status stored"
+        tail = "" if age is None else f"; {what} {age:.0f} s ago"
         moved = None
         if in_flight:  # waiting messages: is it working through them?
             time.sleep(1.0)

@@ -98,6 +98,8 @@ def acl_lines(account: Account, prefix: str = DEFAULT_PREFIX) -> list[str]:
     elif account.role == "server":
         lines += [f"topic read {base}/+/+/{kind}" for kind in ("rating", "event", "status")]
         lines += [f"topic write {base}/+/+/{kind}" for kind in ("config", "cmd")]
+        # The broker's own figures (queue depth, dropped messages) for `windowrate doctor`.
+        lines.append("topic read $SYS/broker/#")
     elif account.role == "uplink":
         hall = f"{base}/{account.hall}/+"
         lines += [f"topic write {hall}/{kind}" for kind in ("rating", "event", "status")]
