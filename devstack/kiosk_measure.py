@@ -176,6 +176,7 @@ def touch_bench(harness: Any, arg: dict[str, Any]) -> Wait:
             "max_ms": round(lat[-1], 3) if lat else None,
             "mean_ms": round(statistics.fmean(lat), 3) if lat else None,
             "reasons_answered": len(reasons_shown),
+            "reasons_screens": list(harness.app.screen_history).count("reasons"),
             "rss_mb": round(mem["VmRSS"] / 1024, 1),
             "rss_anon_mb": round(mem.get("RssAnon", 0) / 1024, 1),
             "rss_file_mb": round(mem.get("RssFile", 0) / 1024, 1),

@@ -4,12 +4,15 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kiosk.core.setup import SetupController
 from kiosk.core.terminal import Terminal, TerminalOutput
-from kiosk.gpio import GpioPanel, PinMap
 from kiosk.settings import KioskSettings
 from kiosk.voice import VoicePrompts
+
+if TYPE_CHECKING:  # gpiozero is imported only when a pin map is configured (RSS)
+    from kiosk.gpio import GpioPanel
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,10 @@ class Peripherals(TerminalOutput):
             self.gpio.close()
             self.gpio = None
 
-    def _open_gpio(self, path: Path) -> GpioPanel:
+    def _open_gpio(self, path: Path) -> "GpioPanel":
         """Load the pin map and wire the buttons to the terminal."""
+        from kiosk.gpio import GpioPanel, PinMap
+
         pins = PinMap.from_toml(path)
         scale = self.terminal.session.config.scale
         if pins.scale != scale:

@@ -273,6 +273,17 @@ if [ "$chrony_changed" = 1 ]; then
   did "restarted chrony"
 fi
 
+# --- 7b. journald size limits (the SD card) ---------------------------------------------
+if put_file "$PI_DIR/journald-windowrate.conf" /etc/systemd/journald.conf.d/windowrate.conf 0644; then
+  systemctl restart systemd-journald.service
+  did "limited the journal to 64 MB, 512 MB kept free (/etc/systemd/journald.conf.d/windowrate.conf)"
+fi
+if [ -n "$(findmnt -n -o TARGET --target "$data_dir" 2>/dev/null | grep -vx /)" ]; then
+  say "outbox directory $data_dir is on its own file system ($(findmnt -n -o SOURCE --target "$data_dir"))"
+else
+  say "outbox directory $data_dir shares the root file system (README: 'The data directory on its own partition')"
+fi
+
 # --- 8. boot to the console with the kiosk on tty1 --------------------------------------
 REBOOT=0
 if [ "$(systemctl get-default)" != multi-user.target ]; then

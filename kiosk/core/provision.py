@@ -13,7 +13,6 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from pydantic import SecretStr
 
 from kiosk.core import local_setup
@@ -64,6 +63,8 @@ def fetch_ca(url: str, fingerprint: str, timeout: float = 10.0) -> bytes:
     fp = fingerprint.lower().replace(":", "")
     if len(fp) < MIN_FINGERPRINT or any(c not in "0123456789abcdef" for c in fp):
         raise ProvisionError(f"the CA fingerprint needs at least {MIN_FINGERPRINT} hex digits")
+    import httpx  # here: imported at start it costs every kiosk ~10 MB of RSS (issue 13)
+
     # Unverified on purpose: this is how the kiosk learns whom to trust; the fingerprint
     # check below is what makes the answer trustworthy.
     try:
@@ -82,6 +83,8 @@ def fetch_ca(url: str, fingerprint: str, timeout: float = 10.0) -> bytes:
 
 def redeem(ticket: Ticket, data_dir: Path, timeout: float = 10.0) -> LocalSetup:
     """Redeem `ticket`, save the CA and setup.json in `data_dir`; return the new setup."""
+    import httpx  # here, not at start: see fetch_ca
+
     pem = fetch_ca(ticket.url, ticket.fingerprint, timeout)
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
