@@ -510,6 +510,10 @@ def test_export_jobs_survive_a_restart_and_a_killed_one_fails(
     assert (killed["state"], killed["error"]) == ("failed", INTERRUPTED)
     assert killed["period_from"] == "2000-01-01" and killed["period_to"] == "2199-12-31"
     assert office.get(f"/api/exports/{long_id}/file").status_code == 409
+    for path in (srv.run_dir / "exports" / done_id).iterdir():
+        path.unlink()  # the files lost (not restored): a clear 404, not a server error
+    gone = office.get(f"/api/exports/{done_id}/file")
+    assert gone.status_code == 404 and "start it again" in gone.text
     office.close()
 
 

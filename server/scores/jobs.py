@@ -52,7 +52,6 @@ class ExportJobRow(Base):
     done_days: Mapped[int] = mapped_column(Integer, default=0)
     total_days: Mapped[int] = mapped_column(Integer, default=0)
     file: Mapped[str | None] = mapped_column(String(255))
-    path: Mapped[str | None] = mapped_column(Text)
     rows: Mapped[int | None] = mapped_column(Integer)
     sha256: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
@@ -121,9 +120,14 @@ def fail_interrupted(db: Database) -> int:
 class JobBoard:
     """The export jobs of one server, stored in its database (newest `keep` are kept)."""
 
-    def __init__(self, keep: int) -> None:
-        """Remember how many finished jobs to keep."""
+    def __init__(self, keep: int, export_dir: Path) -> None:
+        """Remember how many finished jobs to keep and where their files are."""
         self.keep = keep
+        self.export_dir = export_dir
+
+    def file_of(self, job_id: str, name: str) -> Path:
+        """Return where the data file `name` of a job is written."""
+        return self.export_dir / job_id / name
 
     def submit(self, db: Database, job: ExportJob, work: JobWork) -> ExportJob:
         """Store `job`, forget the oldest finished ones beyond `keep`, start its thread."""
@@ -177,9 +181,7 @@ class JobBoard:
             log.exception("export job %s failed", job_id)
             self._update(db, job_id, state="failed", error=str(exc)[:2000])
             return
-        self._update(
-            db, job_id, state="done", file=path.name, path=str(path), rows=rows, sha256=sha
-        )
+        self._update(db, job_id, state="done", file=path.name, rows=rows, sha256=sha)
 
     def get(self, db: Database, job_id: str) -> ExportJob | None:
         """Return a job."""
@@ -196,12 +198,12 @@ class JobBoard:
             return [_out(r) for r in session.scalars(q.limit(limit))]
 
     def path(self, db: Database, job_id: str) -> Path | None:
-        """Return the data file of a finished job."""
+        """Return the data file of a finished job (under the export directory)."""
         with db.session() as session:
             row = session.get(ExportJobRow, job_id)
-            if row is None or row.state != "done" or row.path is None:
+            if row is None or row.state != "done" or row.file is None:
                 return None
-            return Path(row.path)
+            return self.file_of(row.id, row.file)
 
 
 def new_job_id() -> str:

@@ -143,7 +143,7 @@ def make_router(settings: ScoresSettings | None = None) -> APIRouter:
     cfg = settings or get_settings()
     router = APIRouter(tags=["scores"])
     templates = Jinja2Templates(directory=HERE / "templates")
-    board = JobBoard(cfg.export_keep)
+    board = JobBoard(cfg.export_keep, cfg.export_dir)
 
     def policy() -> Policy:
         return load_policy(cfg.policy_file)
@@ -181,7 +181,7 @@ def make_router(settings: ScoresSettings | None = None) -> APIRouter:
         period = _period(body.period_from, body.period_to, body.period, body.date_in)
         job_id = new_job_id()
         name = f"scores_{body.level}_{period.first}_{period.last}.{body.format}"
-        out = cfg.export_dir / job_id / name
+        out = board.file_of(job_id, name)
         db: Database = request.app.state.db
         influx: InfluxClient = request.app.state.influx
         tz = request.app.state.settings.tz
@@ -233,6 +233,11 @@ def make_router(settings: ScoresSettings | None = None) -> APIRouter:
         path = board.path(request.app.state.db, job_id)
         if job.state != "done" or path is None:
             raise HTTPException(status_code=409, detail=f"export is {job.state}")
+        if not path.is_file():
+            raise HTTPException(
+                status_code=404,
+                detail="导出文件已不存在，请重新导出 / the export's file is gone: start it again",
+            )
         return path
 
     @router.get("/api/exports/{job_id}/file")

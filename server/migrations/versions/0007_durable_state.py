@@ -53,7 +53,6 @@ def upgrade() -> None:
         sa.Column("done_days", sa.Integer(), nullable=False),
         sa.Column("total_days", sa.Integer(), nullable=False),
         sa.Column("file", sa.String(255), nullable=True),
-        sa.Column("path", sa.Text(), nullable=True),
         sa.Column("rows", sa.Integer(), nullable=True),
         sa.Column("sha256", sa.String(64), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
