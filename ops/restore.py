@@ -156,6 +156,24 @@ def _findings(
     return data, files
 
 
+def _check_kinds(manifest: dict[str, Any], loc: Locations) -> None:
+    """Refuse before anything is written when the registry kinds differ."""
+    registry = _part(manifest, "registry")
+    if registry is None:
+        return
+    target_sqlite = parts.sqlite_path(loc.registry_url) is not None
+    if registry["kind"] == "sqlite" and not target_sqlite:
+        raise parts.PartError(
+            "归档中是 SQLite 注册库 / the archive holds a SQLite registry but the target's "
+            "WR_SERVER_DATABASE_URL is PostgreSQL: set a sqlite:/// URL"
+        )
+    if registry["kind"] == "postgresql" and target_sqlite:
+        raise parts.PartError(
+            "归档中是 PostgreSQL 注册库 / the archive holds a PostgreSQL registry but the "
+            "target's WR_SERVER_DATABASE_URL is SQLite: set the postgresql:// URL of a database"
+        )
+
+
 def _part(manifest: dict[str, Any], name: str) -> dict[str, Any] | None:
     """The manifest's entry of one part."""
     return next((p for p in manifest["parts"] if p["name"] == name), None)
@@ -187,6 +205,7 @@ def run_restore(
         merged = {k: v for values in files.values() for k, v in values.items()}
         with environment(merged):
             loc = from_environment(target.config_dir)
+        _check_kinds(manifest, loc)
         data, replaced = _findings(loc, config_src, manifest)
         if data and not force:
             raise TargetNotEmptyError([*data, *(f"(also) {f}" for f in replaced)])
@@ -240,21 +259,11 @@ def _restore_one(
         return str(loc.config_dir)
     if name == "registry":
         db_file = parts.sqlite_path(loc.registry_url)
-        if part["kind"] == "sqlite":
-            if db_file is None:
-                raise parts.PartError(
-                    "the archive holds a SQLite registry but the target's "
-                    "WR_SERVER_DATABASE_URL is PostgreSQL: set a sqlite:/// URL"
-                )
+        if db_file is not None:  # kinds checked before anything was written
             parts.sqlite_restore(src, db_file)
-            parts.give_back(db_file, part.get("owner"))
             return str(db_file)
-        if db_file is not None:
-            raise parts.PartError(
-                "the archive holds a PostgreSQL registry but the target's "
-                "WR_SERVER_DATABASE_URL is SQLite: set the postgresql:// URL of an empty database"
-            )
-        parts.pg_restore(src, loc.registry_url, clean=bool(parts.registry_tables(loc.registry_url)))
+        clean = bool(parts.registry_tables(loc.registry_url))
+        parts.pg_restore(src, loc.registry_url, clean=clean)
         return parts.redact(loc.registry_url)
     if name == "gateway":
         for f in sorted(src.glob("*.sqlite")):

@@ -30,7 +30,7 @@ from common.installation import write_env_file
 from devstack.postgres import PgCluster, postgres_bindir
 from devstack.services import Influxd, free_port
 from devstack.stack import DEMO_HALL, Ports, Stack
-from ops.archive import ArchiveError, extract_verified
+from ops.archive import ArchiveError, extract_verified, write_archive
 from ops.backup import last_backup, run_backup
 from ops.locations import Locations
 from ops.parts import PartError
@@ -133,6 +133,11 @@ def sql_rows(db: Path, query: str) -> list[tuple[object, ...]]:
         return list(conn.execute(query))
     finally:
         conn.close()
+
+
+def count(db: Path, table: str) -> int:
+    """Rows of one table of a SQLite file."""
+    return int(str(sql_rows(db, f'SELECT count(*) FROM "{table}"')[0][0]))
 
 
 def dump(db: Path) -> list[str]:
@@ -242,7 +247,7 @@ def quiet(hall: Hall) -> Hall:
     _publish(hall.stack.ports.mqtt, "k-0001", creds["k-0001"], b"{not json")
     dead = hall.run / "gateway" / "dead_letters.sqlite"
     wait_until(
-        lambda: dead.exists() and sql_rows(dead, "SELECT count(*) FROM dead_letter")[0][0] >= 1,
+        lambda: dead.exists() and count(dead, "dead_letter") >= 1,
         30,
         what="the dead letter is kept",
     )
@@ -251,7 +256,7 @@ def quiet(hall: Hall) -> Hall:
     def settled() -> bool:
         before = all_ratings(hall.influx_url)
         time.sleep(1.0)
-        cases = sql_rows(registry, "SELECT count(*) FROM cases")[0][0]
+        cases = count(registry, "cases")
         return before == all_ratings(hall.influx_url) and cases > 0
 
     wait_until(settled, 90, interval=0.5, what="every rating stored, a case opened")
@@ -297,7 +302,7 @@ def test_a_quiet_hall_restored_onto_fresh_directories_is_identical(quiet: Hall) 
         assert len(all_ratings(influxd.url)) > 0
         old_db, new_db = hall.run / "server" / "windowrate.db", target / "server" / "windowrate.db"
         assert dump(new_db) == dump(old_db)
-        assert sql_rows(new_db, "SELECT count(*) FROM cases")[0][0] > 0
+        assert count(new_db, "cases") > 0
         for name in ("dead_letters.sqlite", "recent_ids.sqlite"):
             assert dump(target / "gateway" / name) == dump(hall.run / "gateway" / name)
         for rel in ("pki/ca.crt", "pki/ca.key", "broker-auth/passwd", "exports/job-1/scores.csv"):
@@ -472,6 +477,15 @@ def test_a_postgresql_registry_goes_through_pg_dump(quiet: Hall, pg: PgCluster) 
         done = wr(quiet.root, "restore", str(archive), "--config", str(target), "--force", **over)
         assert done.returncode == 0, done.stderr
         assert pg_rows(target_url) == pg_rows(source_url)
+
+        # The quiet hall's SQLite registry cannot go into PostgreSQL: refused before writing.
+        (sqlite_archive,) = quiet.backups.glob("windowrate-backup-*.tar")
+        elsewhere = root / "c"
+        done = wr(quiet.root, "restore", str(sqlite_archive), "--run-dir", str(elsewhere),
+                  WR_SERVER_DATABASE_URL=pg.new_database(),
+                  WR_SERVER_INFLUX__URL=influxd.url)  # fmt: skip
+        assert done.returncode == 1 and "SQLite registry" in done.stderr, done.stderr
+        assert not elsewhere.exists()
     finally:
         influxd.stop()
 
@@ -528,3 +542,36 @@ def test_one_backup_at_a_time_and_leftovers_of_a_killed_one_go(tmp_path: Path) -
     with pytest.raises(PartError, match=r"registry .* does not exist"):
         run_backup(loc, out, installation={})
     assert sorted(p.name for p in out.iterdir()) == [".windowrate-backup.lock"]
+
+
+def _archive(tmp_path: Path, **manifest: Any) -> Path:
+    """A small valid archive of one file, with `manifest` fields changed."""
+    staging = tmp_path / "staging"
+    (staging / "pki").mkdir(parents=True)
+    (staging / "pki" / "ca.crt").write_text("cert")
+    head: dict[str, Any] = {"format": "windowrate-backup", "version": 1, "parts": []}
+    head.update(manifest)
+    return write_archive(staging, head, tmp_path / "a.tar", "none").path
+
+
+def test_archives_of_another_version_or_with_strange_members_are_refused(tmp_path: Path) -> None:
+    """Unknown version, a symlink member, a member not in SHA256SUMS: each refused by name."""
+    extract_verified(_archive(tmp_path / "ok"), tmp_path / "ok" / "x", lambda _m: None)
+
+    with pytest.raises(ArchiveError, match="unsupported backup format"):
+        extract_verified(_archive(tmp_path / "v", version=99), tmp_path / "v" / "x", print)
+
+    linked = _archive(tmp_path / "l")
+    with tarfile.open(linked, "a") as tar:
+        link = tarfile.TarInfo("pki/evil")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
+        tar.addfile(link)
+    with pytest.raises(ArchiveError, match="non-regular file 'pki/evil'"):
+        extract_verified(linked, tmp_path / "l" / "x", print)
+
+    extra = _archive(tmp_path / "e")
+    (tmp_path / "planted").write_text("x")
+    with tarfile.open(extra, "a") as tar:
+        tar.add(tmp_path / "planted", arcname="config/planted.env")
+    with pytest.raises(ArchiveError, match=r"not listed: config/planted\.env"):
+        extract_verified(extra, tmp_path / "e" / "x", print)

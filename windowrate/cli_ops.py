@@ -96,7 +96,8 @@ def backup_command(
         )
     except (PartError, OSError, sqlite3.Error, ValueError) as exc:
         raise click.ClickException(
-            f"备份失败，未写入归档 / backup failed, no archive written: {exc}"
+            f"备份失败，未写入归档 / backup failed, no archive written: {exc}; "
+            "fix that and run the backup again"
         ) from exc
     pruned = f", removed {len(result.removed)} older" if result.removed else ""
     click.echo(
