@@ -145,13 +145,7 @@ def _trial_sqlite(path: Path) -> None:
 
     with tempfile.TemporaryDirectory(prefix="wr-upgrade-") as tmp:
         copy = Path(tmp) / "registry.db"
-        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        dst = sqlite3.connect(copy)
-        try:
-            src.backup(dst)
-        finally:
-            src.close()
-            dst.close()
+        _sqlite_copy(path, copy)
         db = Database(f"sqlite:///{copy}")
         try:
             db.upgrade()
@@ -166,20 +160,55 @@ def check(layout: Layout) -> Revisions:
 
 
 def migrate(layout: Layout) -> Revisions:
-    """Migrate the registry for real (the gateway and server are stopped)."""
+    """Migrate the registry for real (the gateway and server are stopped).
+
+    SQLite runs Alembic's DDL outside a transaction, so the file is copied first and put
+    back if the migration fails; PostgreSQL rolls the migration's transaction back.
+    """
     from server.db.engine import Database
 
     url = check_configs(layout)
+    parsed = make_url(url)
+    path = (
+        Path(parsed.database) if parsed.get_backend_name() == "sqlite" and parsed.database else None
+    )
     db = Database(url)
     try:
         before = current_revision(db.engine)
+    finally:
+        db.close()
+    saved = None
+    if path is not None and path.exists() and before != head_revision():
+        saved = path.with_name(f"{path.name}.before-upgrade-{before}")
+        _sqlite_copy(path, saved)
+    db = Database(url)
+    try:
         db.upgrade()
         after = current_revision(db.engine)
+    except Exception as exc:
+        db.close()
+        if saved is not None and path is not None:
+            _sqlite_copy(saved, path)
+        raise UpgradeError(
+            f"the registry migration from {before} failed and was undone: "
+            f"{exc.__class__.__name__}: {exc}"
+        ) from exc
     finally:
         db.close()
     if after is None:
         raise UpgradeError("the registry has no revision after the migration")
     return Revisions(before, after)
+
+
+def _sqlite_copy(src: Path, dst: Path) -> None:
+    """Copy an SQLite database with the online backup API (dst replaced page by page)."""
+    a = sqlite3.connect(src)
+    b = sqlite3.connect(dst)
+    try:
+        a.backup(b)
+    finally:
+        a.close()
+        b.close()
 
 
 def remedy(layout: Layout, exc: Exception) -> str:

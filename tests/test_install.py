@@ -5,8 +5,10 @@ its real steps. No systemd here: each unit's ExecStart is started with its Envir
 and Environment= lines, its User=, Group=, SupplementaryGroups= and WorkingDirectory=, as
 systemd would. Not covered: the sandbox options themselves (ProtectSystem=, ReadWritePaths=
 …, checked only by `systemd-analyze verify`), Restart=, the backup timer's schedule, the
-apt step (--skip-apt) and the creation of the `windowrate` user (the test runs the services
-as `daemon`, an unprivileged user that exists on every Debian).
+standby gateway's run (its unit is verified and its environment checked), the apt step
+(--skip-apt), the TLS proxy kiosks need for provisioning codes (not installed), and the
+creation of the `windowrate` user (the test runs the services as `daemon`, an unprivileged
+user that exists on every Debian).
 """
 
 import json
@@ -175,7 +177,9 @@ def hall() -> Iterator[Hall]:
     pw.write_text(ADMIN_PASSWORD + "\n")
     ports = hall_ports()
     h = Hall(root, ports)
-    h.output = install(root, ports, "--admin", "admin", "--admin-password-file", str(pw))
+    h.output = install(
+        root, ports, "--admin", "admin", "--admin-password-file", str(pw), "--standby"
+    )
     yield h
     h.stop_all()
     shutil.rmtree(root, ignore_errors=True)
@@ -186,6 +190,7 @@ UNITS = (
     "windowrate-broker.service",
     "windowrate-gateway.service",
     "windowrate-server.service",
+    "windowrate-gateway-standby.service",
     "windowrate-backup.service",
     "windowrate-backup.timer",
 )
@@ -204,7 +209,7 @@ def test_units_pass_systemd_analyze_verify(hall: Hall) -> None:
         assert proc.returncode == 0, proc.stderr
         ours = [ln for ln in proc.stderr.splitlines() if str(hall.root) in ln]
         assert ours == [], ours
-    for name in UNITS[:4]:
+    for name in UNITS[:5]:
         unit = parse_unit(hall.units / name)
         for key in ("Restart", "NoNewPrivileges", "ProtectSystem", "PrivateTmp", "ReadWritePaths"):
             assert key in unit, f"{name} has no {key}="
@@ -233,6 +238,10 @@ def test_configs_hold_no_secret_and_are_private(hall: Hall) -> None:
         "max_queued_messages 2000000",
     ):
         assert line in conf.splitlines()
+    standby = unit_environment(parse_unit(hall.units / "windowrate-gateway-standby.service"))
+    assert standby["WR_GATEWAY_ROLE"] == "standby"
+    assert standby["WR_GATEWAY_MQTT__USERNAME"] == "gateway"  # the primary's session
+    assert standby["WR_GATEWAY_METRICS__PORT"] == str(hall.ports["standby-metrics"])
     backup = parse_unit(hall.units / "windowrate-backup.service")["ExecStart"][0]
     assert backup.endswith(
         f"backup --config {hall.etc} --out {hall.root}/var/backups/windowrate --keep 14"

@@ -199,8 +199,12 @@ def make_old_hall(root: Path, work: Path) -> OldHall:
     wait_until(lambda: port_open(HOST, p["server"]), 60, what="the old server")
     ca = etc / "pki/ca.crt"
     for seq in range(1, RATINGS + 1):
-        publish(p["mqtt-tls"], ca, old.device_password,
-                rating_doc("h1", "d-0001", seq, window="w01", level=1 if seq == 3 else 5))
+        publish(
+            p["mqtt-tls"],
+            ca,
+            old.device_password,
+            rating_doc("h1", "d-0001", seq, window="w01", level=1 if seq == 3 else 5),
+        )
     publish(p["mqtt-tls"], ca, old.device_password, {"v": 1, "not": "a rating"})
     db = state / "server/windowrate.db"
     wait_until(lambda: count(p["influx"]) == RATINGS, 60, what="the old gateway's ratings")
@@ -222,9 +226,10 @@ def old_hall() -> Iterator[OldHall]:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def failing_tree(work: Path) -> Path:
+@pytest.fixture(scope="module")
+def failing_tree(old_hall: OldHall) -> Path:
     """A copy of this tree with one more migration, which fails."""
-    copy = work / "failing"
+    copy = old_hall.src.parent / "failing"
     copy.mkdir()
     tar = subprocess.run(
         ["tar", "-C", str(REPO), "--exclude=./.git", "--exclude=./.venv", "--exclude=./var",
@@ -245,10 +250,12 @@ def failing_tree(work: Path) -> Path:
     return copy
 
 
-def test_failing_migration_leaves_the_old_release_running(old_hall: OldHall) -> None:
+def test_failing_migration_leaves_the_old_release_running(
+    old_hall: OldHall, failing_tree: Path
+) -> None:
     """The installer stops before changing anything; the old services keep serving."""
     configs = {p.name: p.read_bytes() for p in old_hall.etc.glob("*.env")}
-    copy = failing_tree(old_hall.src.parent)
+    copy = failing_tree
     args = [str(copy / "deploy/hall/install.sh"), "--root", str(old_hall.root), "--skip-apt",
             "--user", "daemon", "--host", HOST]  # fmt: skip
     for name, port in old_hall.ports.items():
@@ -271,10 +278,30 @@ def test_failing_migration_leaves_the_old_release_running(old_hall: OldHall) -> 
     wait_until(lambda: count(old_hall.ports["influx"]) == RATINGS + 1, 60, what="old still works")
 
 
-def test_upgrade_keeps_everything(old_hall: OldHall) -> None:
-    """Stop gateway and server, upgrade, run the new units: all data and logins are there."""
+def test_upgrade_keeps_everything(old_hall: OldHall, failing_tree: Path) -> None:
+    """Stop gateway and server, upgrade, run the new units: all data and logins are there.
+
+    First the failing release's real migration step alone (past its check): it fails, and
+    the SQLite registry is put back as it was.
+    """
     stored = count(old_hall.ports["influx"])
     old_hall.stop("server", "gateway")
+    db = old_hall.state / "server/windowrate.db"
+    tables = registry(db, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+    failed = subprocess.run(
+        [sys.executable, "-m", "windowrate", "hall", "migrate", "--root", str(old_hall.root)],
+        env={**clean_env(), "PYTHONPATH": str(failing_tree)},
+        cwd=failing_tree,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "failed and was undone" in failed.stderr and "What to do" in failed.stderr
+    assert registry(db, "SELECT version_num FROM alembic_version") == [(OLD_HEAD,)]
+    assert registry(db, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name") == (
+        tables
+    )
     out = install(old_hall.root, old_hall.ports)
     assert f"registry migrated: {OLD_HEAD} → {head_revision()}" in out
     assert "moved WR_GATEWAY_MQTT__PASSWORD of gateway.env" in out
@@ -290,14 +317,14 @@ def test_upgrade_keeps_everything(old_hall: OldHall) -> None:
         ):
             proc = hall.start(unit)
             wait_until(
-                lambda port=port, proc=proc: port_open(HOST, old_hall.ports[port])
-                or proc.poll() is not None,
+                lambda port=port, proc=proc: (
+                    port_open(HOST, old_hall.ports[port]) or proc.poll() is not None
+                ),
                 60,
                 what=unit,
             )
             assert proc.poll() is None, (hall.root / f"{unit}.log").read_text()[-3000:]
         assert count(old_hall.ports["influx"]) == stored
-        db = old_hall.state / "server/windowrate.db"
         assert registry(db, "SELECT version_num FROM alembic_version") == [(head_revision(),)]
         assert registry(db, "SELECT code FROM halls") == [("h1",)]
         assert [r[0] for r in registry(db, "SELECT username FROM users")] == ["admin"]
@@ -321,3 +348,23 @@ def test_upgrade_keeps_everything(old_hall: OldHall) -> None:
     finally:
         hall.stop_all()
         os.sync()
+
+
+def test_check_names_a_config_the_new_release_refuses(tmp_path: Path) -> None:
+    """An env file with a variable the new settings do not know stops the upgrade, named."""
+    etc = tmp_path / "etc/windowrate"
+    write_old_env(etc / "server.env", {"WR_SERVER_DATABASE_URL": f"sqlite:///{tmp_path}/r.db",
+                                        "WR_SERVER_MQTT__PASWORD": "typo"})  # fmt: skip
+    write_old_env(etc / "gateway.env", {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "windowrate", "hall", "check", "--root", str(tmp_path)],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "UPGRADE STOPPED" in proc.stderr
+    assert f"{etc / 'server.env'} does not suit the new release" in proc.stderr
+    assert "WR_SERVER_MQTT__PASWORD" in proc.stderr
+    assert "typo" not in proc.stderr
