@@ -27,7 +27,7 @@ class BrokerConf(BaseModel):
     log_file: Path | None = Field(default=None, title="Log file (none: syslog via stderr)")
     max_queued: int = Field(default=2_000_000, ge=1000, title="Queued QoS 1 messages per client")
     user: str = Field(default="mosquitto", title="User the broker drops to (reads passwd/acl)")
-    pid_file: Path | None = Field(default=None, title="Pid file (the server's SIGHUP after changes)")
+    pid_file: Path | None = Field(default=None, title="Pid file (for the server's SIGHUP)")
     uplink: UplinkSettings | None = Field(default=None, title="Hall broker: its uplink")
 
 
