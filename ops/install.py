@@ -277,14 +277,15 @@ def write_pki(layout: Layout, hall: HallSettings) -> list[str]:
     """The hall CA (once) and the broker's certificate (again when the names change)."""
     from server.broker.pki import PkiPaths, init_ca, issue_server_cert
 
-    if not hall.hosts:
-        raise ValueError("no host names for the certificate: give --host NAME (one or more)")
     paths = PkiPaths(layout.pki)
+    if not hall.hosts and not paths.cert("broker").exists():
+        raise ValueError("no host names for the certificate: give --host NAME (one or more)")
     _dir(layout.pki, hall.user, 0o750)
     done = ["made the hall CA in " + str(layout.pki)] if init_ca(paths) else []
     stamp = layout.pki / "broker.hosts"
     hosts = "\n".join(hall.hosts) + "\n"
-    if not paths.cert("broker").exists() or not stamp.is_file() or stamp.read_text() != hosts:
+    stale = not paths.cert("broker").exists() or not stamp.is_file() or stamp.read_text() != hosts
+    if hall.hosts and stale:  # no names given to a hall made by hand: its certificate stays
         issue_server_cert(paths, "broker", hall.hosts)
         stamp.write_text(hosts)
         done.append(f"issued the broker certificate for {', '.join(hall.hosts)}")

@@ -104,12 +104,13 @@ def hall_ports() -> dict[str, int]:
     return {n: free_port() for n in names}
 
 
-def install(root: Path, ports: dict[str, int], *extra: str, repo: Path = REPO) -> str:
-    """Run install.sh into `root`; return its output (assert success)."""
+def install(root: Path, ports: dict[str, int] | None, *extra: str, repo: Path = REPO) -> str:
+    """Run install.sh into `root` (no ports: none of the first run's options); return output."""
     args = [str(repo / "deploy/hall/install.sh"), "--root", str(root), "--skip-apt"]
-    args += ["--user", USER, "--host", "127.0.0.1"]
-    for name, port in ports.items():
-        args += [f"--{name}-port", str(port)]
+    if ports is not None:
+        args += ["--user", USER, "--host", "127.0.0.1"]
+        for name, port in ports.items():
+            args += [f"--{name}-port", str(port)]
     proc = subprocess.run(
         [*args, *extra], env=clean_env(), capture_output=True, text=True, timeout=600, cwd="/"
     )
@@ -292,14 +293,16 @@ def test_rating_over_tls_ends_in_influxdb(hall: Hall) -> None:
 
 
 def test_rerun_changes_nothing_and_keeps_data(hall: Hall) -> None:
-    """A second run (an upgrade to the same release) keeps secrets, CA and the registry."""
+    """A second run without options (an upgrade) keeps every setting, secret, CA and data."""
     hall.stop_all()
     ca = (hall.etc / "pki/ca.crt").read_bytes()
     secret = (hall.etc / "secrets/mqtt-gateway").read_bytes()
-    out = install(hall.root, hall.ports)
+    units = {p.name: p.read_bytes() for p in hall.units.iterdir()}
+    out = install(hall.root, None)
     assert "upgrade check passed" in out
     assert (hall.etc / "pki/ca.crt").read_bytes() == ca
     assert (hall.etc / "secrets/mqtt-gateway").read_bytes() == secret
     assert "configs: nothing to change" in out
+    assert {p.name: p.read_bytes() for p in hall.units.iterdir()} == units
     listed = hall.cli("gateway", "dead-letters", "--config", str(hall.etc))
     assert listed.returncode == 0, listed.stderr

@@ -31,7 +31,7 @@ say() { printf '\033[1m[windowrate]\033[0m %s\n' "$*"; }
 die() { printf '\033[1;31m[windowrate] error:\033[0m %s\n' "$*" >&2; exit 1; }
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 
-ROOT=/ SKIP_APT=0 ADMIN='' ADMIN_PW_FILE='' SVC_USER=windowrate HOSTS=0
+ROOT=/ SKIP_APT=0 ADMIN='' ADMIN_PW_FILE='' SVC_USER=windowrate HOSTS=0 USER_GIVEN=0
 PASS=()
 need_value() { [ "$2" -ge 2 ] || die "$1 needs a value (see --help)"; }
 while [ $# -gt 0 ]; do
@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
     --skip-apt) SKIP_APT=1; shift ;;
     --admin) need_value "$1" $#; ADMIN=$2; shift 2 ;;
     --admin-password-file) need_value "$1" $#; ADMIN_PW_FILE=$2; shift 2 ;;
-    --user) need_value "$1" $#; SVC_USER=$2; PASS+=("$1" "$2"); shift 2 ;;
+    --user) need_value "$1" $#; SVC_USER=$2; USER_GIVEN=1; PASS+=("$1" "$2"); shift 2 ;;
     --standby | --no-standby) PASS+=("$1"); shift ;;
     --host) need_value "$1" $#; HOSTS=1; PASS+=("$1" "$2"); shift 2 ;;
     --mqtt-port | --mqtt-tls-port | --influx-port | --influx-rpc-port | --server-host | \
@@ -86,6 +86,12 @@ else
   fi
 fi
 
+# The user of an earlier run, unless --user is given now.
+if [ "$USER_GIVEN" = 0 ] && [ -f "$ETC/hall.env" ]; then
+  was=$(sed -n 's/^WR_HALL_USER="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ETC/hall.env" | tail -n 1)
+  SVC_USER=${was:-$SVC_USER}
+fi
+
 # --- 2. service user ------------------------------------------------------------------------
 if ! id -u "$SVC_USER" >/dev/null 2>&1; then
   [ "$LIVE" = 1 ] || die "user $SVC_USER does not exist (under --root no user is made: give --user)"
@@ -93,7 +99,7 @@ if ! id -u "$SVC_USER" >/dev/null 2>&1; then
     --shell /usr/sbin/nologin --comment "WindowRate services" "$SVC_USER"
   say "created system user $SVC_USER"
 fi
-if [ "$HOSTS" = 0 ] && [ "$UPGRADE" = 0 ]; then
+if [ "$HOSTS" = 0 ] && [ ! -f "$ETC/hall.env" ]; then
   PASS+=(--host "$(hostname)")
   for ip in $(hostname -I 2>/dev/null || true); do PASS+=(--host "$ip"); done
 fi
