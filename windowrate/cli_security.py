@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from windowrate.installation import standalone
+
 
 @contextmanager
 def _session() -> Iterator[Any]:
@@ -194,6 +196,7 @@ def kiosk_provision(url: str, code: str, fingerprint: str) -> None:
     click.echo(f"provisioned as {setup.hall}/{setup.device}; setup saved in {data_dir}")
 
 
+@standalone  # writes a file from its options alone: no installation needed
 @broker.command("conf")
 @click.option("--pki-dir", type=click.Path(path_type=Path), required=True)
 @click.option("--auth-dir", type=click.Path(path_type=Path), required=True)

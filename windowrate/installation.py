@@ -51,6 +51,12 @@ def _reset_settings_caches() -> None:
         getter.cache_clear()
 
 
+def standalone(command: click.Command) -> click.Command:
+    """Leave a command of a managed group as it is: all it uses is its own options."""
+    setattr(command, _MANAGED, True)
+    return command
+
+
 def manage(command: click.Command, *, required: bool = True) -> click.Command:
     """Give a command (each leaf of a group) --config and --run-dir, loaded before it runs."""
     if isinstance(command, click.Group):
