@@ -104,12 +104,13 @@ def test_bench_board_paints_every_committed_press() -> None:
 
 
 def test_bench_kiosk_presses_every_level_and_delivers_each_once() -> None:
-    """`windowrate bench kiosk`: all five levels, a reasons screen per low one, none lost."""
+    """`windowrate bench kiosk`: all five levels, a reasons screen per low one, none lost;
+    then 300 presses through the app's handlers for the memory figures and the cold start."""
     from bench.kiosk import production_thanks_s
 
     out = subprocess.run(
         [sys.executable, "-m", "windowrate", "--log-level", "WARNING", "bench", "kiosk",
-         "--presses", "5"],
+         "--presses", "5", "--growth-presses", "300", "--json"],
         cwd=REPO, capture_output=True, text=True, timeout=600, check=True,
     ).stdout.strip().splitlines()  # fmt: skip
     row, summary = json.loads(out[-2]), json.loads(out[-1])
@@ -117,9 +118,14 @@ def test_bench_kiosk_presses_every_level_and_delivers_each_once() -> None:
     assert row["presses"] == 5 and row["refused"] == 0
     assert row["levels"] == [5, 4, 3, 2, 1]
     assert row["low_ratings"] == 2 and row["reasons_screens"] == 2
-    assert row["committed"] == row["delivered"] == 5
+    growth = row["growth"]
+    assert growth["presses"] == 300 and growth["committed"] == 300 + growth["warmup"]
+    assert row["committed"] == row["delivered"] == 5 + growth["committed"]
     assert row["lost"] == 0 and row["duplicates"] == 0
     assert row["thanks_s"] == production_thanks_s()
+    for key in ("rss_over_bare_kivy_mb", "rss_growth_20k_presses_mb", "cold_start_s"):
+        assert isinstance(summary[key], float) and summary[key] == row[key], key
+    assert row["cold_start_s"] > 0 and row["rss_bare_kivy_window_mb"] > 0
 
 
 def test_bench_export_times_both_periods_cold_on_realistic_data() -> None:

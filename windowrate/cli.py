@@ -431,15 +431,22 @@ def bench_peers(ratings: int, connections: int, as_json: bool) -> None:
 
 @bench.command("kiosk")
 @click.option("--presses", default=100, show_default=True, help="Each waits the thank-you time.")
+@click.option(
+    "--growth-presses",
+    default=20_000,
+    show_default=True,
+    help="Then presses through the app's handlers, many per frame, for the RSS growth.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Only JSON lines on stdout (always so).")
-def bench_kiosk(presses: int, as_json: bool) -> None:
-    """Touch-to-commit latency and RSS of the real kiosk app under Xvfb; fails on a loss."""
+def bench_kiosk(presses: int, growth_presses: int, as_json: bool) -> None:
+    """Latency, RSS over a bare Kivy window, RSS growth and cold start of the kiosk under Xvfb."""
     from bench.kiosk import run_bench
 
-    result = run_bench(presses=presses)
+    result = run_bench(presses=presses, growth_presses=growth_presses)
     click.echo(json.dumps(result, ensure_ascii=False))
     keys = ("presses", "committed", "delivered", "lost", "reasons_screens", "p50_ms", "p99_ms")
-    summary = {k: result.get(k) for k in (*keys, "rss_mb", "error")}
+    memory = ("rss_over_bare_kivy_mb", "rss_growth_20k_presses_mb", "cold_start_s")
+    summary = {k: result.get(k) for k in (*keys, "rss_mb", *memory, "error")}
     click.echo(json.dumps(summary))
     sys.exit(0 if result.get("ok") else 1)
 

@@ -141,6 +141,7 @@ class Outbox:
             # FULL: the WAL is fsynced at every commit, so a committed rating survives power loss.
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA busy_timeout=5000")
+            db.execute("PRAGMA cache_size=-512")  # KiB: the outbox is small (default 2 MiB)
             db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             db.executescript(_SCHEMA)
