@@ -19,43 +19,13 @@ from common.installation import write_env_file
 from common.secret_files import FILE_SUFFIX, secret_paths
 from ops.layout import HALL_ENV, HallSettings, Layout, _read_env, env_of
 from ops.units import UnitPaths, render_units
+from storage.influxd_conf import influxd_conf
 
 log = logging.getLogger(__name__)
 
 # Renamed env files: the previous release documented scores settings in their own file
 # (server/scores/scores.env.sample); an installation reads server.env and gateway.env only.
 MERGED_FILES = {"scores.env": "server.env"}
-
-INFLUXD_CONF = """\
-# Written by deploy/hall/install.sh (windowrate hall configure); edits are overwritten.
-reporting-disabled = true
-bind-address = "127.0.0.1:{rpc_port}"
-
-[meta]
-  dir = "{data}/meta"
-
-[data]
-  dir = "{data}/data"
-  wal-dir = "{data}/wal"
-  # fsync every write before answering 204: an accepted batch survives a crash.
-  wal-fsync-delay = "0s"
-  query-log-enabled = false
-
-[monitor]
-  store-enabled = false
-
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:{http_port}"
-  log-enabled = false
-  max-body-size = 50000000
-
-[logging]
-  level = "warn"
-
-[continuous_queries]
-  enabled = false
-"""
 
 
 def _owner(user: str) -> tuple[int, int]:
@@ -319,10 +289,11 @@ def write_service_configs(layout: Layout, hall: HallSettings) -> list[str]:
     done = []
     if _write(layout.etc / "mosquitto.conf", render(conf), user, 0o640):
         done.append(f"wrote {layout.etc / 'mosquitto.conf'}")
-    text = INFLUXD_CONF.format(
-        rpc_port=hall.influx_rpc_port,
-        http_port=hall.influx_port,
+    text = influxd_conf(
         data=layout.state / "influxdb",
+        http_port=hall.influx_port,
+        rpc_port=hall.influx_rpc_port,
+        writer="deploy/hall/install.sh (windowrate hall configure)",
     )
     if _write(layout.etc / "influxdb.conf", text, user, 0o644):
         done.append(f"wrote {layout.etc / 'influxdb.conf'}")
