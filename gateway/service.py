@@ -18,6 +18,7 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
+from common.systemd import Heartbeat, Watchdog, notify
 from gateway.deadletters import DeadLetterStore
 from gateway.gaps import GapChecker
 from gateway.link import ConnectOptions, Link
@@ -77,6 +78,10 @@ class Gateway:
         # InfluxDB's work (which took 30 of 86 µs per rating of the writer's wall time).
         self._out: queue.Queue[Prepared] = queue.Queue(maxsize=1)
         self._http: Any = None
+        # systemd's watchdog (WatchdogSec=) hears from the process only while both loops go
+        # round: each beats at least every 0.2 s, also while InfluxDB is down and it waits.
+        self._beats = {"writer": Heartbeat(), "output": Heartbeat()}
+        self.watchdog = Watchdog(self._alive)
         prefix = settings.mqtt.prefix
         self.options = ConnectOptions(
             settings.client_id,
@@ -143,6 +148,8 @@ class Gateway:
         self._output = threading.Thread(target=self._output_loop, name="output", daemon=True)
         self._output.start()
         self.gaps.start()
+        self.watchdog.start()
+        notify("READY=1")
         log.info(
             "gateway %s (%s, %s) started: broker %s:%s, InfluxDB %s/%s, subscriptions %s",
             self.settings.client_id,
@@ -155,8 +162,18 @@ class Gateway:
             ", ".join(self.options.topics),
         )
 
+    def _alive(self) -> bool:
+        """True while the writer and output threads run and went round lately."""
+        within = (self.watchdog.interval_s or 0) / 2 or 1.0
+        threads = (self._writer, self._output)
+        return all(t is not None and t.is_alive() for t in threads) and all(
+            b.fresh(within) for b in self._beats.values()
+        )
+
     def stop(self) -> None:
         """Finish the current batch, disconnect (the session stays) and stop."""
+        notify("STOPPING=1")
+        self.watchdog.stop()
         self._stop.set()
         for thread in (self._writer, self._output):
             if thread is not None:
@@ -206,7 +223,9 @@ class Gateway:
 
     def _write_loop(self) -> None:
         """Collect and prepare batches; the output thread stores and acknowledges them."""
+        beat = self._beats["writer"].beat
         while not self._stop.is_set():
+            beat()
             batch = self._collect()
             if not batch:
                 continue
@@ -217,6 +236,7 @@ class Gateway:
                 prepared = [self._prepare_one(m) for m in batch]
             for p in prepared:
                 while not self._stop.is_set():
+                    beat()
                     try:
                         self._out.put(p, timeout=0.2)
                         break
@@ -225,7 +245,9 @@ class Gateway:
 
     def _output_loop(self) -> None:
         """Store and acknowledge prepared batches in their order until stopped."""
+        beat = self._beats["output"].beat
         while not self._stop.is_set():
+            beat()
             try:
                 p = self._out.get(timeout=0.2)
             except queue.Empty:
@@ -368,9 +390,20 @@ class Gateway:
                 if not unexpected:
                     raise
                 log.exception("%s failed unexpectedly, retrying in %.1f s", what, delay)
-            if self._stop.wait(delay):
+            if self._wait(delay):
                 raise _Stopping
             delay = min(delay * 2, self.settings.batch.retry_max_s)
+
+    def _wait(self, delay: float) -> bool:
+        """Wait `delay` s (False) unless stopped (True); waiting for InfluxDB is not hanging."""
+        beat = self._beats.get(threading.current_thread().name)
+        end = time.monotonic() + delay
+        while (left := end - time.monotonic()) > 0:
+            if self._stop.wait(min(left, 0.2)):
+                return True
+            if beat is not None:
+                beat.beat()
+        return False
 
     def _store_letters(self, letters: list[tuple[int, str, str, str, bytes]]) -> None:
         """Commit dead letters to disk before their messages are acknowledged."""

@@ -57,6 +57,11 @@ class UnitPaths:
     group: str
 
 
+# The gateway and the server say READY=1 once they serve and ping the watchdog while their
+# loops go round (common.systemd): a hung process is restarted, not only a dead one.
+NOTIFY = "Type=notify\nNotifyAccess=main\nWatchdogSec=30\n"
+
+
 def _service(
     description: str,
     *,
@@ -68,6 +73,7 @@ def _service(
     env_files: list[Path],
     extra: str = "",
     groups: str = "",
+    notify: bool = False,
 ) -> str:
     """One long-running service unit."""
     env = "".join(f"EnvironmentFile={f}\n" for f in env_files)
@@ -83,9 +89,7 @@ def _service(
         + "Wants=network-online.target\n"
         + req
         + "StartLimitIntervalSec=0\n\n"
-        "[Service]\n"
-        "Type=simple\n"
-        f"User={p.user}\n"
+        "[Service]\n" + (NOTIFY if notify else "Type=simple\n") + f"User={p.user}\n"
         f"Group={p.group}\n"
         + supp
         + f"WorkingDirectory={p.state}\n"
@@ -131,6 +135,7 @@ def render_units(p: UnitPaths, *, standby: bool) -> dict[str, str]:
             after=[INFLUXD, BROKER, GATEWAY],
             requires=[],
             exec_start=f"{p.windowrate} server run",
+            notify=True,
             p=p,
             rw=[p.state / "server", p.state / "broker"],
             env_files=[p.etc / "server.env"],
@@ -154,6 +159,7 @@ def _gateway(p: UnitPaths, env_files: list[Path], description: str) -> str:
         after=[INFLUXD, BROKER],
         requires=[],
         exec_start=f"{p.windowrate} gateway run",
+        notify=True,
         p=p,
         rw=[p.state / "gateway"],
         env_files=env_files,
@@ -169,12 +175,12 @@ def _backup(p: UnitPaths) -> str:
         f"After={INFLUXD} {SERVER}\n\n"
         "[Service]\n"
         "Type=oneshot\n"
-        f"User={p.user}\n"
-        f"Group={p.group}\n"
+        # As root: it reads every part (the broker's files are root's) and records the
+        # backup in the config directory (backup-state.json, read by `windowrate doctor`).
         f"WorkingDirectory={p.state}\n"
         f"ExecStart={p.windowrate} backup --config {p.etc} --out {p.backups} --keep 14\n"
         "UMask=0077\n"
-        f"ReadWritePaths={p.backups} {p.state}\n" + HARDENING
+        f"ReadWritePaths={p.backups} {p.state} {p.etc}\n" + HARDENING
     )
 
 
