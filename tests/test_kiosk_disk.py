@@ -125,6 +125,10 @@ def test_full_disk_refuses_presses_delivers_the_backlog_and_recovers(
         wait_until(lambda: len(listener.of("rating")) == 4, 20, what="the new rating delivered")
         assert sorted(r["seq"] for r in listener.of("rating")) == [1, 2, 3, 4]
         assert len({r["id"] for r in listener.of("rating")}) == 4
+        # The centre hears "online" before the first rating pressed after the recovery, so no
+        # rating falls inside the paused interval.
+        online = [st for st in listener.of("status") if st["state"] == "online"][-1]
+        assert online["ts"] <= listener.of("rating")[-1]["ts"]
     finally:
         filler.unlink(missing_ok=True)
         term.stop()

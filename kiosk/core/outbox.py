@@ -202,11 +202,10 @@ class Outbox:
         self._full = full
 
     def _make_reserve(self) -> bool:
-        """Write the reserve file (fsynced); False if the disk has no room for it."""
+        """Allocate the reserve file (no data written to the card); False if there is no room."""
         try:
             with open(self.reserve_path, "wb") as f:
-                f.write(b"\0" * self.reserve_bytes)
-                f.flush()
+                os.posix_fallocate(f.fileno(), 0, self.reserve_bytes)
                 os.fsync(f.fileno())
         except OSError as exc:
             log.warning("cannot write the reserve %s: %s", self.reserve_path, exc)

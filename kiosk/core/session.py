@@ -96,6 +96,7 @@ class KioskSession:
         asks_reasons: bool = True,
         on_change: Callable[[], None] | None = None,
         on_thanks: Callable[[], None] | None = None,
+        on_storage: Callable[[bool], None] | None = None,
     ) -> None:
         """Start on the idle screen of `config`'s prompt mode.
 
@@ -110,6 +111,7 @@ class KioskSession:
         self.asks_reasons = asks_reasons
         self.on_change = on_change
         self.on_thanks = on_thanks
+        self.on_storage = on_storage  # told at once when the disk fills or has room again
         self._lock = threading.RLock()
         self.config = config
         self._apply_identity(config)
@@ -192,7 +194,10 @@ class KioskSession:
                 log.warning("press refused: %s", exc)
                 return PressResult(None, Refusal.INVALID)
             except StorageFull:
-                self._full = True
+                if not self._full:
+                    self._full = True
+                    if self.on_storage is not None:
+                        self.on_storage(True)
                 return self._refuse_full()
             self._last_press = now
             self.prompt_open = None
@@ -356,6 +361,8 @@ class KioskSession:
         if full == self._full:
             return
         self._full = full
+        if self.on_storage is not None:  # before any press is taken again (status first)
+            self.on_storage(full)
         if full and self._screen in (Screen.WELCOME, Screen.RATING):
             self._show(Screen.FULL)
         elif not full and self._screen is Screen.FULL:

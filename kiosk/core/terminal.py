@@ -153,6 +153,7 @@ class Terminal:
             reasons_timeout_s=reasons_timeout_s,
             asks_reasons=asks_reasons,
             on_thanks=self._on_thanks,
+            on_storage=self._on_storage,
         )
         self._ticker: threading.Thread | None = None
         self._halt = threading.Event()
@@ -292,6 +293,11 @@ class Terminal:
             self._tell("identified")
 
     # --- outputs ---
+
+    def _on_storage(self, full: bool) -> None:
+        """The disk filled or has room again: tell the centre now (paused / online)."""
+        log.warning("storage %s", "full: ratings refused" if full else "has room: ratings taken")
+        self.publisher.publish_status()
 
     def _on_thanks(self) -> None:
         """The session thanked someone (any thread)."""
