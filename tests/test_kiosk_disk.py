@@ -129,6 +129,12 @@ def test_full_disk_refuses_presses_delivers_the_backlog_and_recovers(
         # rating falls inside the paused interval.
         online = [st for st in listener.of("status") if st["state"] == "online"][-1]
         assert online["ts"] <= listener.of("rating")[-1]["ts"]
+        # And a `resume` event at the device's time of the recovery, which ends the pause there
+        # even when the broker is away at that moment (the status waits for the connection).
+        resumed = wait_until(
+            lambda: [e for e in listener.of("event") if e["type"] == "resume"], 10, what="resume"
+        )
+        assert resumed[-1]["ts"] <= listener.of("rating")[-1]["ts"]
     finally:
         filler.unlink(missing_ok=True)
         term.stop()

@@ -451,3 +451,36 @@ def test_pause_from_device_status(world: World) -> None:
     write_lines(world.url, "\n".join(lines) + "\n")
     z1 = rows_by_key(score(world, "window", hall="hx", use_rollups=False))["hx/z1"]
     assert (z1["ratings"], z1["exclusions"]) == (4, {"paused": 1})  # the one at T0 + 1200 s
+
+
+def test_a_resume_event_ends_a_status_pause_at_the_device_time(world: World) -> None:
+    """A kiosk back from a full disk while the broker is away: its `online` status arrives late
+    (received time), its `resume` event carries the device's time, and that ends the pause."""
+    from server.scores.source import read_pauses
+
+    db = "pauses_resume"
+    dev = "k-q1"
+    httpx.post(f"{world.url}/query", params={"q": f'CREATE DATABASE "{db}"'}).raise_for_status()
+    lines = [
+        status_line(DeviceStatus(device=dev, hall="hx", state="paused", ts=T0), T0 * 1_000_000),
+        event_line(
+            ServiceEvent(
+                id=uuid.uuid4(), device=dev, hall="hx", ts=T0 + 60_000, clock_synced=True,
+                type="resume",
+            )
+        ),
+        status_line(
+            DeviceStatus(device=dev, hall="hx", state="online", ts=T0 + 600_000),
+            (T0 + 600_000) * 1_000_000,
+        ),
+    ]  # fmt: skip
+    resp = httpx.post(
+        f"{world.url}/write", params={"db": db, "precision": "ns"}, content="\n".join(lines)
+    )
+    assert resp.status_code == 204, resp.text
+    start = datetime.fromtimestamp(T0 / 1000 - 3600, UTC)
+    end = datetime.fromtimestamp(T0 / 1000 + 3600, UTC)
+    with InfluxClient(InfluxSettings(url=world.url, database=db)) as client:
+        pauses = read_pauses(client, start, end)
+    assert pauses.paused(dev, T0 + 30_000)  # while the disk was full
+    assert not pauses.paused(dev, T0 + 120_000)  # pressed before the broker came back

@@ -361,6 +361,13 @@ class KioskSession:
         if full == self._full:
             return
         self._full = full
+        if not full and not self.paused:
+            # The status said `paused` while the disk was full, and scores take a status's
+            # time as the gateway received it: a broker unreachable now would stretch that
+            # pause over the ratings pressed until it returns. A `resume` event carries the
+            # device's own time of the recovery and closes the pause there
+            # (server.scores.source.read_pauses).
+            self.recorder.event("resume", staff=self.staff)
         if self.on_storage is not None:  # before any press is taken again (status first)
             self.on_storage(full)
         if full and self._screen in (Screen.WELCOME, Screen.RATING):
