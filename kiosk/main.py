@@ -4,9 +4,9 @@ import logging
 import os
 import signal
 
+from common.systemd import SystemdNotifier
 from kiosk.device import Kiosk
 from kiosk.settings import KioskSettings
-from kiosk.watchdog import SystemdNotifier
 
 log = logging.getLogger(__name__)
 

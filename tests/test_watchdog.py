@@ -1,4 +1,4 @@
-"""SystemdNotifier against a real AF_UNIX datagram socket, as systemd's NOTIFY_SOCKET."""
+"""SystemdNotifier (common.systemd) against a real AF_UNIX datagram socket as NOTIFY_SOCKET."""
 
 import os
 import socket
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kiosk.watchdog import SystemdNotifier
+from common.systemd import SystemdNotifier
 
 
 def _receive(sock: socket.socket) -> bytes:
