@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.postgres import PgCluster, postgres_bindir
 from devstack.services import Influxd, Mosquitto
 from tests.support import reap_children
 
@@ -92,3 +93,19 @@ def influx(tmp_path: Path) -> Iterator[Influxd]:
     i.start()
     yield i
     i.stop()
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgCluster]:
+    """A PostgreSQL cluster of the module's own (initdb in a temp dir, a free port)."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl not found: apt-get install postgresql")
+    cluster = PgCluster(bindir)
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    yield cluster
+    cluster.stop()

@@ -27,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import create_engine, inspect, text
 
 from common.installation import write_env_file
-from devstack.postgres import PgCluster, postgres_bindir
+from devstack.postgres import PgCluster
 from devstack.services import Influxd, free_port
 from devstack.stack import DEMO_HALL, Ports, Stack
 from ops.archive import ArchiveError, extract_verified, write_archive
@@ -368,22 +368,6 @@ def test_a_flipped_byte_is_refused_by_checksum(quiet: Hall) -> None:
     assert not target.exists()
     assert wr(hall.root, "restore", "--verify", str(damaged)).returncode == 4
     assert wr(hall.root, "restore", "--verify", str(archives[-1])).returncode == 0
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    """A PostgreSQL cluster for the registry-on-PostgreSQL test."""
-    bindir = postgres_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL's initdb and pg_ctl not found: apt-get install postgresql")
-    cluster = PgCluster(bindir)
-    try:
-        cluster.start()
-    except BaseException:
-        cluster.stop()
-        raise
-    yield cluster
-    cluster.stop()
 
 
 def pg_rows(url: str) -> dict[str, list[tuple[object, ...]]]:

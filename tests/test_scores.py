@@ -26,7 +26,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from devstack.postgres import PgCluster, postgres_bindir
+from devstack.postgres import PgCluster
 from devstack.services import Influxd
 from protocol.messages import DeviceStatus, RatingEvent, ServiceEvent
 from server.cases.models import Case
@@ -201,22 +201,6 @@ class World:
     db: Database
     ds: Dataset
     url: str
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    """A PostgreSQL cluster for this module's tests."""
-    bindir = postgres_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL's initdb and pg_ctl not found: apt-get install postgresql")
-    cluster = PgCluster(bindir)
-    try:
-        cluster.start()
-    except BaseException:
-        cluster.stop()
-        raise
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture
