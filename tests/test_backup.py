@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from common.installation import write_env_file
 from devstack.postgres import PgCluster
-from devstack.services import Influxd, free_port
+from devstack.services import Influxd, free_port, free_ports
 from devstack.stack import DEMO_HALL, Ports, Stack
 from ops.archive import ArchiveError, extract_verified, write_archive
 from ops.backup import last_backup, run_backup
@@ -61,12 +61,7 @@ class Hall:
 
 def _ports() -> Ports:
     """Five distinct free ports."""
-    ports: list[int] = []
-    while len(ports) < 5:
-        p = free_port()
-        if p not in ports:
-            ports.append(p)
-    return Ports(*ports)
+    return Ports(*free_ports(5))
 
 
 def _env(root: Path, **extra: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from paho.mqtt.properties import Properties
 
 from common.installation import Installation
 from common.mqtt import MqttSettings
-from devstack.services import Mosquitto, free_port
+from devstack.services import Mosquitto, free_ports
 from devstack.stack import DEMO_HALL, Ports, Stack
 from gateway.settings import GatewaySettings
 from ops.doctor import certs, clock, disk, pipeline, upkeep
@@ -92,12 +92,7 @@ def register(stack: Stack, device: str) -> str:
 
 def _ports() -> Ports:
     """Five distinct free ports."""
-    ports: list[int] = []
-    while len(ports) < 5:
-        p = free_port()
-        if p not in ports:
-            ports.append(p)
-    return Ports(*ports)
+    return Ports(*free_ports(5))
 
 
 @pytest.fixture(scope="module")

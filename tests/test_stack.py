@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from devstack.services import free_port, port_open
+from devstack.services import free_ports, port_open
 from server.counts import day_bounds
 from tests.support import CHILDREN, REPO, influx_query, rating_doc, wait_until
 from tests.test_broker_security import Client
@@ -40,14 +40,9 @@ class UpPorts:
         return (self.mqtt, self.influx, self.server, self.metrics, self.mqtt_tls)
 
 
-def four_free_ports() -> UpPorts:
+def five_free_ports() -> UpPorts:
     """Five distinct free ports."""
-    ports: list[int] = []
-    while len(ports) < 5:
-        p = free_port()
-        if p not in ports:
-            ports.append(p)
-    return UpPorts(*ports)
+    return UpPorts(*free_ports(5))
 
 
 def up_command(run_dir: Path, ports: UpPorts) -> list[str]:
@@ -172,7 +167,7 @@ def start_up(tmp_path: Path, ports: UpPorts) -> Up:
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Up]:
     """`windowrate up` on free ports; whatever survives the test is killed by PID."""
-    u = start_up(tmp_path, four_free_ports())
+    u = start_up(tmp_path, five_free_ports())
     try:
         yield u
     finally:
@@ -290,7 +285,7 @@ def test_up_runs_the_whole_stack_and_stops_cleanly(up: Up) -> None:
 
 def test_up_with_mqtt_port_taken_fails_and_says_why(tmp_path: Path) -> None:
     """A taken MQTT port: a non-zero exit (not a hang), naming the port and what to do."""
-    ports = four_free_ports()
+    ports = five_free_ports()
     run_dir = (tmp_path / "run").resolve()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
