@@ -214,7 +214,8 @@ def test_csrf_required_on_writes(app_client: TestClient) -> None:
     c.cookies.set("wr_csrf", "forged")
     resp = c.delete("/api/registry/halls/h1", headers={"X-CSRF-Token": "forged"})
     assert resp.status_code == 403
-    assert c.get("/api/registry/halls").json() == [{"code": "h1", "name": "一厅"}]
+    halls = c.get("/api/registry/halls").json()
+    assert halls == [{"code": "h1", "name": "一厅", "area_code": None}]
 
 
 def test_registry_needs_login(app_client: TestClient) -> None:

@@ -568,7 +568,7 @@ def test_migration_0007_upgrades_a_0006_database_with_data(db_url: str) -> None:
         assert {"webhook_outbox", "export_jobs", "login_failures"} <= tables
         with db.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0007"
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0008"
             assert conn.scalar(text("SELECT count(*) FROM cases WHERE rating_id = 'r-1'")) == 1
             assert conn.scalar(text("SELECT role FROM users WHERE username = 'root'")) == "admin"
         with db.session() as session:

@@ -108,7 +108,7 @@ def test_migrations_create_the_schema_matching_the_models(db_url: str) -> None:
         assert set(inspect(db.engine).get_table_names()) >= TABLES
         with db.engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0007"
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0008"
     finally:
         db.close()
 
@@ -148,7 +148,8 @@ def test_crud(client: TestClient) -> None:
     """Every entity can be created, listed, read, changed and deleted."""
     c = client
     _seed(c)
-    assert _ok(c.get("/api/registry/halls")) == [{"code": "hz-civic", "name": "市民中心"}]
+    halls = _ok(c.get("/api/registry/halls"))
+    assert halls == [{"code": "hz-civic", "name": "市民中心", "area_code": None}]
     assert _ok(c.get("/api/registry/windows/hz-civic/a12"))["unit"] == "gaj"
     dev = _ok(c.get("/api/registry/devices/k-0001"))
     assert dev["window"] == "a12" and dev["test_device"] is False

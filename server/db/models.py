@@ -19,6 +19,8 @@ from sqlalchemy.types import TypeDecorator
 
 CODE_LEN = 64
 NAME_LEN = 200
+USCC_LEN = 18  # 统一社会信用代码, GB 32100-2015
+AREA_LEN = 12  # 行政区划代码: 6 digits (GB/T 2260), 9 or 12 with township and village
 
 # Deterministic constraint names, so that migrations and models agree on every backend.
 NAMING = {
@@ -63,17 +65,26 @@ class Base(DeclarativeBase):
 
 
 class Hall(Base):
-    """A government service hall (政务服务大厅); `code` is the topic's `{hall}`."""
+    """A government service hall (政务服务大厅); `code` is the topic's `{hall}`.
+
+    `area_code` is where the hall serves: the 行政区划 of its ratings when their unit
+    has none of its own, or their window has no unit.
+    """
 
     __tablename__ = "halls"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code: Mapped[str] = mapped_column(String(CODE_LEN), unique=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN))
+    area_code: Mapped[str | None] = mapped_column(String(AREA_LEN))
 
 
 class Unit(Base):
-    """A department (部门) present in a hall; `code` is unique within the hall."""
+    """A department (部门) present in a hall; `code` is unique within the hall.
+
+    `uscc` (统一社会信用代码) is not unique: one department may serve in several halls,
+    or as several units of one hall.
+    """
 
     __tablename__ = "units"
     __table_args__ = (UniqueConstraint("hall_id", "code"),)
@@ -82,8 +93,15 @@ class Unit(Base):
     hall_id: Mapped[int] = mapped_column(ForeignKey("halls.id", ondelete="RESTRICT"), index=True)
     code: Mapped[str] = mapped_column(String(CODE_LEN))
     name: Mapped[str] = mapped_column(String(NAME_LEN))
+    uscc: Mapped[str | None] = mapped_column(String(USCC_LEN))
+    area_code: Mapped[str | None] = mapped_column(String(AREA_LEN))
 
     hall: Mapped[Hall] = relationship(lazy="joined")
+
+    @property
+    def effective_area_code(self) -> str | None:
+        """Return the unit's 行政区划 code, else its hall's."""
+        return self.area_code or self.hall.area_code
 
 
 class Window(Base):
@@ -141,13 +159,18 @@ class Staff(Base):
 
 
 class ServiceItem(Base):
-    """A service item (事项) of the catalogue; `code` is unique everywhere."""
+    """A service item (事项) of the catalogue; `code` is unique everywhere.
+
+    `catalog_code` is its 事项编码 for the provincial platform; several local items may
+    share one (a national item done at several windows or in several ways).
+    """
 
     __tablename__ = "service_items"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code: Mapped[str] = mapped_column(String(CODE_LEN), unique=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN))
+    catalog_code: Mapped[str | None] = mapped_column(String(CODE_LEN))
 
 
 ROLES = ("admin", "office", "hall_manager", "viewer")

@@ -23,11 +23,26 @@ _HALL = {"hall": "hall", "大厅": "hall", "大厅编码": "hall", "大厅代码
 _UNIT = {"unit": "unit", "部门": "unit", "部门编码": "unit", "部门代码": "unit", "单位": "unit"}
 _CODE = {"code": "code", "编码": "code", "代码": "code"}
 _NAME = {"name": "name", "名称": "name"}
+_AREA = {
+    "area_code": "area_code",
+    "行政区划": "area_code",
+    "行政区划代码": "area_code",
+    "区划代码": "area_code",
+}
+_USCC = {"uscc": "uscc", "统一社会信用代码": "uscc", "社会信用代码": "uscc", "信用代码": "uscc"}
+# 事项编码 already names the item's own code (`code`), so the catalogue's has other names.
+_CATALOG = {
+    "catalog_code": "catalog_code",
+    "目录编码": "catalog_code",
+    "基本编码": "catalog_code",
+    "实施编码": "catalog_code",
+    "目录事项编码": "catalog_code",
+}
 
 # Accepted header (case-insensitive, spaces as `_`) → field, per entity.
 HEADERS: dict[str, dict[str, str]] = {
-    "halls": {**_CODE, **_NAME, "大厅编码": "code", "大厅名称": "name"},
-    "units": {**_HALL, **_CODE, **_NAME, "部门编码": "code", "部门名称": "name"},
+    "halls": {**_CODE, **_NAME, **_AREA, "大厅编码": "code", "大厅名称": "name"},
+    "units": {**_HALL, **_CODE, **_NAME, **_USCC, **_AREA, "部门编码": "code", "部门名称": "name"},
     "windows": {
         **_HALL,
         **_CODE,
@@ -66,7 +81,7 @@ HEADERS: dict[str, dict[str, str]] = {
         "姓名": "name",
         "名称": "name",
     },
-    "items": {**_CODE, **_NAME, "事项编码": "code", "事项名称": "name"},
+    "items": {**_CODE, **_NAME, **_CATALOG, "事项编码": "code", "事项名称": "name"},
 }
 
 _BOOL = {"是": "true", "否": "false", "真": "true", "假": "false"}

@@ -1,11 +1,14 @@
 """Pydantic schemas of the registry API: what is created, patched and returned."""
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from protocol.messages import IdStr, TextStr, WindowStr
+from server.registry import codes
 
 # A department's code: letters, digits, `_ . -`.
 UnitCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -16,6 +19,27 @@ LongName = Annotated[
         strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$"
     ),
 ]
+
+
+def _checked(kind: str, check: Callable[[str], str]) -> AfterValidator:
+    """Return a validator running `check`, its message given as is (no "Value error," prefix)."""
+
+    def run(value: str) -> str:
+        try:
+            return check(value)
+        except codes.CodeError as exc:
+            raise PydanticCustomError(kind, str(exc)) from None
+
+    return AfterValidator(run)
+
+
+# 统一社会信用代码 (GB 32100-2015), 行政区划代码 (GB/T 2260) and 事项编码: see codes.py.
+Uscc = Annotated[str, _checked("uscc", codes.check_uscc)]
+AreaCode = Annotated[str, _checked("area_code", codes.check_area_code)]
+CatalogCode = Annotated[str, _checked("catalog_code", codes.check_item_code)]
+_USCC = "统一社会信用代码 (USCC, GB 32100-2015, 18 characters)"
+_AREA = "行政区划代码 (GB/T 2260: 6 digits; 9 or 12 with township and village)"
+_CATALOG = "事项编码 of the national catalogue or the province's 实施清单"
 
 
 class _In(BaseModel):
@@ -35,12 +59,14 @@ class HallIn(_In):
 
     code: IdStr = Field(title="Hall id (the topic's {hall})")
     name: LongName = Field(title="Name")
+    area_code: AreaCode | None = Field(default=None, title=_AREA)
 
 
 class HallPatch(_In):
-    """Changes to a hall."""
+    """Changes to a hall; `area_code: null` removes it."""
 
     name: LongName | None = Field(default=None, title="Name")
+    area_code: AreaCode | None = Field(default=None, title=_AREA)
 
 
 class HallOut(_Out):
@@ -48,6 +74,7 @@ class HallOut(_Out):
 
     code: str
     name: str
+    area_code: str | None
 
 
 class UnitIn(_In):
@@ -56,20 +83,26 @@ class UnitIn(_In):
     hall: IdStr = Field(title="Hall id")
     code: UnitCode = Field(title="Unit code, unique in the hall")
     name: LongName = Field(title="Name")
+    uscc: Uscc | None = Field(default=None, title=_USCC)
+    area_code: AreaCode | None = Field(default=None, title=_AREA)
 
 
 class UnitPatch(_In):
-    """Changes to a unit."""
+    """Changes to a unit; `uscc: null` or `area_code: null` removes that code."""
 
     name: LongName | None = Field(default=None, title="Name")
+    uscc: Uscc | None = Field(default=None, title=_USCC)
+    area_code: AreaCode | None = Field(default=None, title=_AREA)
 
 
 class UnitOut(_Out):
-    """A unit (部门)."""
+    """A unit (部门); without its own `area_code` the hall's applies."""
 
     hall: str
     code: str
     name: str
+    uscc: str | None
+    area_code: str | None
 
 
 class WindowIn(_In):
@@ -154,12 +187,14 @@ class ItemIn(_In):
 
     code: TextStr = Field(title="Item code (RatingEvent.item), unique everywhere")
     name: LongName = Field(title="Name")
+    catalog_code: CatalogCode | None = Field(default=None, title=_CATALOG)
 
 
 class ItemPatch(_In):
-    """Changes to a service item."""
+    """Changes to a service item; `catalog_code: null` removes it."""
 
     name: LongName | None = Field(default=None, title="Name")
+    catalog_code: CatalogCode | None = Field(default=None, title=_CATALOG)
 
 
 class ItemOut(_Out):
@@ -167,6 +202,7 @@ class ItemOut(_Out):
 
     code: str
     name: str
+    catalog_code: str | None
 
 
 class FieldError(_Out):

@@ -92,6 +92,10 @@ class Entity:
     to_out: Callable[[Any], BaseModel]
 
 
+# The platform codes of halls, units and items: optional, null in a patch removes them.
+OPTIONAL_CODES = ("uscc", "area_code", "catalog_code")
+
+
 def _code(obj: Any) -> str | None:
     """Return the code of an optional related record."""
     return None if obj is None else str(obj.code)
@@ -102,11 +106,13 @@ ENTITIES: dict[str, Entity] = {
     for e in (
         Entity(
             "halls", "hall", Hall, s.HallIn, s.HallPatch, s.HallOut, "code", False,
-            lambda o: s.HallOut(code=o.code, name=o.name),
+            lambda o: s.HallOut(code=o.code, name=o.name, area_code=o.area_code),
         ),
         Entity(
             "units", "unit", Unit, s.UnitIn, s.UnitPatch, s.UnitOut, "code", True,
-            lambda o: s.UnitOut(hall=o.hall.code, code=o.code, name=o.name),
+            lambda o: s.UnitOut(
+                hall=o.hall.code, code=o.code, name=o.name, uscc=o.uscc, area_code=o.area_code
+            ),
         ),
         Entity(
             "windows", "window", Window, s.WindowIn, s.WindowPatch, s.WindowOut, "code", True,
@@ -130,7 +136,7 @@ ENTITIES: dict[str, Entity] = {
         ),
         Entity(
             "items", "service item", ServiceItem, s.ItemIn, s.ItemPatch, s.ItemOut, "code", False,
-            lambda o: s.ItemOut(code=o.code, name=o.name),
+            lambda o: s.ItemOut(code=o.code, name=o.name, catalog_code=o.catalog_code),
         ),
     )
 }  # fmt: skip
@@ -228,12 +234,22 @@ def create_record(session: Session, ent: Entity, data: BaseModel) -> BaseModel:
         )
     values = data.model_dump()
     obj: Any
-    if ent.model is Hall or ent.model is ServiceItem:
-        obj = ent.model(code=values["code"], name=values["name"])
+    if ent.model is Hall:
+        obj = Hall(code=values["code"], name=values["name"], area_code=values["area_code"])
+    elif ent.model is ServiceItem:
+        obj = ServiceItem(
+            code=values["code"], name=values["name"], catalog_code=values["catalog_code"]
+        )
     else:
         hall = _hall(session, values["hall"])
         if ent.model is Unit:
-            obj = Unit(hall=hall, code=values["code"], name=values["name"])
+            obj = Unit(
+                hall=hall,
+                code=values["code"],
+                name=values["name"],
+                uscc=values["uscc"],
+                area_code=values["area_code"],
+            )
         elif ent.model is Window:
             unit = _unit(session, hall, values["unit"])
             obj = Window(hall=hall, unit=unit, code=values["code"], name=values["name"])
@@ -259,6 +275,9 @@ def update_record(session: Session, ent: Entity, key: Key, patch: BaseModel) -> 
         if field in changes:
             if changes[field] is None:
                 raise invalid(field, "may not be null")
+            setattr(obj, field, changes[field])
+    for field in OPTIONAL_CODES:
+        if field in changes:  # null removes the code
             setattr(obj, field, changes[field])
     if ent.model is Device:
         hall = obj.hall
