@@ -434,6 +434,12 @@ class Outbox:
             (n,) = self._db.execute("SELECT count(*) FROM rating WHERE acked_ms IS NULL").fetchone()
         return int(n)
 
+    def held(self) -> list[int]:
+        """Return the seqs of ratings held back while their reasons are asked."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq FROM rating WHERE held = 1 ORDER BY seq").fetchall()
+        return [int(seq) for (seq,) in rows]
+
     def oldest_pending_ms(self) -> int | None:
         """Return the press time of the oldest waiting rating, if any."""
         with self._lock:

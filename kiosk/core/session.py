@@ -35,7 +35,7 @@ class Refusal(StrEnum):
 
     PAUSED = "paused"
     NO_PROMPT = "no_prompt"
-    BUSY = "busy"
+    BUSY = "busy"  # no longer given: a press on the reasons screen ends it and is taken
     INVALID = "invalid"
     STORAGE_FULL = "storage_full"
 
@@ -79,6 +79,7 @@ class View:
     prompt: Prompt | None
     identify: bool
     storage_full: bool = False
+    asking: int | None = None  # seq of the negative rating whose reasons are asked now
 
 
 class KioskSession:
@@ -102,6 +103,8 @@ class KioskSession:
 
         `asks_reasons=False` is for a terminal without a screen to pick reasons on (serial
         board, simulator): a negative rating goes out at once instead of being held.
+        A held negative goes out at the first of: the reasons confirmed, the reasons timeout,
+        the next press or prompt, a pause; never later than a positive pressed after it.
         """
         self.recorder = recorder
         self.clock = clock
@@ -122,6 +125,7 @@ class KioskSession:
         self._screen = self._idle()
         self._until: float | None = None  # when THANKS or REASONS ends
         self._held: int | None = None  # seq waiting for its reasons
+        self._picked: list[str] = []  # reasons ticked so far on the reasons screen
         self._last_press: float | None = None
         self._identify_until = 0.0
         self._unreleased: list[tuple[int, list[str]]] = []  # releases a full disk refused
@@ -150,6 +154,7 @@ class KioskSession:
                 prompt=self.prompt_open,
                 identify=self.clock() < self._identify_until,
                 storage_full=self._full,
+                asking=self._held,
             )
 
     # --- inputs ---
@@ -163,8 +168,12 @@ class KioskSession:
             if self.paused:
                 return PressResult(None, Refusal.PAUSED)
             mode = self.config.prompt_mode
-            if self._screen is Screen.REASONS:
-                return PressResult(None, Refusal.BUSY)
+            if self._screen is Screen.REASONS and not (
+                mode == "per_service" and self.prompt_open is None
+            ):
+                # The next press ends the reasons screen (never refused): the held negative
+                # goes out first, with the reasons ticked so far, then this press is taken.
+                self._close_reasons()
             if mode == "per_service" and (
                 self.prompt_open is None or self._screen is not Screen.RATING
             ):
@@ -203,6 +212,7 @@ class KioskSession:
             self.prompt_open = None
             if ask:
                 self._held = rec.seq
+                self._picked = []
                 self._show(Screen.REASONS, now + self.reasons_timeout_s)
             else:
                 self._thank(now)
@@ -213,18 +223,24 @@ class KioskSession:
         with self._lock:
             if self._held is None:
                 return
-            allowed = {r.code for r in self.config.reasons}
-            self._release(self._held, [c for c in codes if c in allowed])
-            self._held = None
+            self._picked = list(codes)
+            self._release_held()
             self._thank(self.clock())
+
+    def pick_reasons(self, codes: list[str]) -> None:
+        """The reasons ticked so far: sent with the rating if the screen ends unconfirmed."""
+        with self._lock:
+            if self._held is not None:
+                self._picked = list(codes)
 
     def prompt(
         self, ticket: str | None = None, item: str | None = None, staff: str | None = None
     ) -> bool:
         """Open the rating screen for one service (clerk's button, MQTT `prompt`, queue system)."""
         with self._lock:
-            if self.paused or self._screen is Screen.REASONS:
+            if self.paused:
                 return False
+            self._close_reasons()  # the next service's prompt ends the reasons screen
             self._watch_storage()
             if self._full:
                 log.warning("prompt refused: storage full")
@@ -339,10 +355,18 @@ class KioskSession:
             self.on_thanks()
 
     def _release_held(self) -> None:
-        """Send a held rating without reasons."""
+        """Send the held rating with the configured reasons picked so far (if any)."""
         if self._held is not None:
-            self._release(self._held, [])
+            allowed = {r.code for r in self.config.reasons}
+            self._release(self._held, [c for c in self._picked if c in allowed])
             self._held = None
+            self._picked = []
+
+    def _close_reasons(self) -> None:
+        """Leave the reasons screen early (next press or prompt): send the held rating now."""
+        if self._screen is Screen.REASONS:
+            self._release_held()
+            self._show(self._idle())
 
     def _release(self, seq: int, codes: list[str]) -> None:
         """Let a held rating go out; a full disk keeps it for the next tick (it is stored)."""

@@ -61,6 +61,7 @@ class KioskApp(App):  # type: ignore[misc]
         self._shown: str | None = None
         self._lang = self.session.view().language
         self._reasons_deadline = 0.0
+        self._asking: int | None = None  # the held rating the reasons screen was reset for
         self._identify = False
         self._blink_on = False
         self._started = time.monotonic()
@@ -174,7 +175,10 @@ class KioskApp(App):  # type: ignore[misc]
         self.redraw_pending = False
         view = self.session.view()
         name = "setup" if self.setup_open else view.screen.value
-        if name == Screen.REASONS.value and self._shown != name:
+        if name == Screen.REASONS.value and (self._shown != name or view.asking != self._asking):
+            # A new negative (also one pressed on a button while the screen was up): a fresh
+            # choice and countdown.
+            self._asking = view.asking
             self._reasons_deadline = time.monotonic() + self.session.reasons_timeout_s
             screen = self.screens[name]
             assert isinstance(screen, ReasonsScreen)
@@ -241,6 +245,10 @@ class KioskApp(App):  # type: ignore[misc]
     def submit_reasons(self, codes: list[str]) -> None:
         """The person confirmed the follow-up reasons (possibly none)."""
         self.session.choose_reasons(codes)
+
+    def pick_reasons(self, codes: list[str]) -> None:
+        """The reasons ticked so far (sent if the screen times out or the next press ends it)."""
+        self.session.pick_reasons(codes)
 
     def staff_photo(self, staff: str | None) -> str | None:
         """The clerk's photo from data_dir/photos/{staff}.png|jpg (provisioned with the roster)."""

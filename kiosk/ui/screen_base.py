@@ -29,6 +29,9 @@ class Ui(Protocol):
     def submit_reasons(self, codes: list[str]) -> None:
         """The person confirmed the follow-up reasons."""
 
+    def pick_reasons(self, codes: list[str]) -> None:
+        """The reasons ticked so far, before (or without) the confirmation."""
+
     def open_staff_keypad(self) -> None:
         """Open the clerk's login keypad."""
 

@@ -261,6 +261,7 @@ class ReasonsScreen(KioskScreen):
         for r in view.reasons:
             t = ReasonToggle(r.code, r.en if lang == "en" else r.zh, radius=u * 14)
             t.font_size = u * (30 if n <= 6 else 24)
+            t.bind(state=lambda *_: self.ui.pick_reasons(self.chosen()))
             self.toggles[r.code] = t
             self.ui.targets[f"reason.{r.code}"] = t
             self.grid.add_widget(t)
