@@ -26,7 +26,7 @@ class Peripherals(TerminalOutput):
         self.terminal = terminal
         self.gpio: GpioPanel | None = None
         self.voice = VoicePrompts(terminal.data_dir / "voice") if settings.voice else None
-        # Plays a recording; the app sets it (Kivy's SoundLoader on the UI thread).
+        # Plays a recording; the app sets it (`aplay` started from the UI thread).
         self.play: Callable[[Path], None] | None = None
         terminal.outputs.append(self)
 

@@ -1,7 +1,8 @@
 """Spoken prompt and thank-you: WAV files made once with espeak-ng, or a hall's own recordings.
 
-Playing the files is the UI's job (Kivy's SoundLoader) and muting is configuration (the `voice`
-setting); this module only makes the files and says which one to play.
+Playing the files is the UI's job (ALSA's `aplay`, in a process of its own) and muting is
+configuration (the `voice` setting); this module only makes the files and says which one to
+play.
 
 Mandarin voice: Debian 12's espeak-ng 1.51 (also Raspberry Pi OS Bookworm's) has two Mandarin
 voices, `cmn` ("latin as English") and `cmn-latn-pinyin`. Both turn 汉字 into tone-numbered
