@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, text
 
-from devstack.postgres import PgCluster, postgres_bindir
+from devstack.postgres import PgCluster
 from server.app import create_app
 from server.auth.service import create_user
 from server.db.engine import Database, upgrade
@@ -26,22 +26,6 @@ TABLES = {
 }  # fmt: skip
 PASSWORD = "correct horse battery"
 CSV = {"content-type": "text/csv"}
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    """A PostgreSQL cluster for this module's tests."""
-    bindir = postgres_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL's initdb and pg_ctl not found: apt-get install postgresql")
-    cluster = PgCluster(bindir)
-    try:
-        cluster.start()
-    except BaseException:
-        cluster.stop()
-        raise
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
