@@ -27,7 +27,14 @@ from typing import IO, Any
 
 import httpx
 
-from devstack.services import Influxd, Mosquitto, die_with_parent, free_port, require_binary
+from devstack.services import (
+    Influxd,
+    Mosquitto,
+    die_with_parent,
+    free_port,
+    require_binary,
+    stop_process,
+)
 from protocol.decode import Rejection, decode
 from storage.client import InfluxClient, InfluxSettings
 
@@ -256,13 +263,7 @@ class GatewayProcess:
 
     def stop(self) -> None:
         """SIGTERM (it finishes its batch and disconnects; the session stays) and wait."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
 

@@ -33,7 +33,14 @@ from bench.gateway import (
     rss_mb,
     stored,
 )
-from devstack.services import Influxd, Mosquitto, die_with_parent, free_port, require_binary
+from devstack.services import (
+    Influxd,
+    Mosquitto,
+    die_with_parent,
+    free_port,
+    require_binary,
+    stop_process,
+)
 from storage.client import InfluxClient, InfluxSettings
 
 log = logging.getLogger(__name__)
@@ -146,13 +153,7 @@ class NodeRed:
 
     def stop(self) -> None:
         """SIGTERM and wait."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def _count(url: str, where: str) -> int:

@@ -1,7 +1,6 @@
 """Test support: real services on free ports, the gateway as a real process, InfluxDB queries."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import paho.mqtt.client as mqtt
 import uuid6
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devstack.services import die_with_parent, free_port
+from devstack.services import die_with_parent, free_port, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 # Every child process a test starts, so that teardown can reap what a failure left behind.
@@ -176,13 +175,7 @@ class GatewayProcess:
 
     def stop(self) -> None:
         """SIGTERM and wait."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def log_tail(self) -> str:
         """The end of the latest log."""

@@ -15,10 +15,10 @@ from server.app import create_app
 from server.auth.service import verify_password
 from server.db.models import AuditLog, User
 from server.settings import ServerSettings, get_settings
-from tests.test_registry import PASSWORD, db_url, login, make_user, pg
+from tests.test_registry import PASSWORD, db_url, login, make_user
 from windowrate.cli import main
 
-__all__ = ["db_url", "pg"]  # fixtures used here
+__all__ = ["db_url"]  # fixture used here (pg comes from conftest)
 
 CSV = {"content-type": "text/csv"}
 SECRET = "机密-h2"  # every name in hall h2 contains it: it must never reach h1's manager

@@ -33,9 +33,9 @@ from server.settings.cases import CaseSettings
 from storage.client import InfluxSettings
 from storage.lineproto import rating_line
 from tests.support import rating_doc, wait_until
-from tests.test_registry import PASSWORD, db_url, login, make_user, pg
+from tests.test_registry import PASSWORD, db_url, login, make_user
 
-__all__ = ["db_url", "pg"]  # fixtures used here
+__all__ = ["db_url"]  # fixture used here (pg comes from conftest)
 
 SECRET = "webhook-test-secret"
 TZ = "Asia/Shanghai"

@@ -28,7 +28,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, inspect, select, text
 
-from devstack.services import Influxd, die_with_parent, free_port
+from devstack.services import Influxd, die_with_parent, free_port, stop_process
 from protocol.messages import RatingEvent
 from server.app import create_app
 from server.auth.service import create_user
@@ -47,9 +47,9 @@ from server.db.models import Base, LoginFailure, utcnow
 from server.scores.jobs import INTERRUPTED, ExportJobRow
 from storage.lineproto import rating_line
 from tests.support import CHILDREN, REPO, rating_doc, wait_until
-from tests.test_registry import PASSWORD, db_url, pg
+from tests.test_registry import PASSWORD, db_url
 
-__all__ = ["create_app", "db_url", "pg"]  # fixtures used here; the app registers every table
+__all__ = ["create_app", "db_url"]  # fixtures used here; the app registers every table
 
 SECRET = "durable-webhook-secret"
 WRONG = "not the password at all"
@@ -129,13 +129,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         """SIGTERM and wait (kill after 30 s)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def log_tail(self) -> str:
         """The end of the latest log."""

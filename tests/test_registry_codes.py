@@ -28,10 +28,10 @@ from server.registry.codes import (
 from tests.test_browser import CHROMIUM_ARGS, PASSWORD
 from tests.test_devices import HALL, server
 from tests.test_live import ServerThread
-from tests.test_registry import CSV, _ok, client, db_url, pg
+from tests.test_registry import CSV, _ok, client, db_url
 from tests.test_registry_import import xlsx
 
-__all__ = ["client", "db_url", "pg", "server"]  # fixtures from tests.test_registry, test_devices
+__all__ = ["client", "db_url", "server"]  # fixtures from tests.test_registry, test_devices
 
 USCC = "91350100M000100Y43"  # GB 32100-2015's own example
 REAL_USCC = ("91110000802100433B", "11100000000013127D", "12100000400000624D")

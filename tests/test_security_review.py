@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
+from devstack.postgres import PgCluster
 from server.app import create_app
 from server.db.engine import Database
 from server.provisioning import service
@@ -20,9 +21,7 @@ from server.provisioning.service import ProvisioningError
 from server.settings import ServerSettings
 from server.settings.provisioning import ProvisioningSettings
 from tests.support import REPO
-from tests.test_registry import PgCluster, login, make_user, pg
-
-__all__ = ["pg"]  # fixture used here
+from tests.test_registry import login, make_user
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
